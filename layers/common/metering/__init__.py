@@ -1,0 +1,1 @@
+"""Shared package of the metering service: domain, storage and Stripe wire layer."""

@@ -1,0 +1,104 @@
+"""Accounts and API keys.
+
+A secret key is never stored: the table holds its SHA-256 under `KEY#<hash>`, which
+maps it to its account. Lookups compare the stored hash with hmac.compare_digest.
+"""
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+from botocore.exceptions import ClientError
+
+from metering import aws, store
+from metering.config import settings
+from metering.errors import unauthorized
+from metering.keys import key
+
+
+@dataclass(frozen=True)
+class Principal:
+    account_id: str
+    livemode: bool
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def livemode_of(secret: str) -> bool | None:
+    if secret.startswith("sk_live_"):
+        return True
+    if secret.startswith("sk_test_"):
+        return False
+    return None
+
+
+def authenticate(secret: str | None) -> Principal:
+    """The account a secret key belongs to, or a 401."""
+    if not secret:
+        raise unauthorized("You did not provide an API key. Provide it as 'Authorization: Bearer <key>'.")
+    mode = livemode_of(secret)
+    if mode is None:
+        raise unauthorized()
+    hashed = digest(secret)
+    item = store.get(settings().main_table, key("KEY", hashed), "KEY")
+    if item is None or not hmac.compare_digest(item.get("hash", ""), hashed) or item.get("revoked_at"):
+        raise unauthorized()
+    return Principal(item["account_id"], mode)
+
+
+def bearer(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def create_key(
+    account_id: str | None = None, livemode: bool = False, secret: str | None = None
+) -> tuple[str, str]:
+    """Register a key (new secret unless one is given) for an account (new unless given).
+
+    Returns (secret, account_id). Registering the same secret again is a no-op.
+    """
+    secret = secret or ("sk_live_" if livemode else "sk_test_") + secrets.token_urlsafe(32)
+    if livemode_of(secret) is None:
+        raise ValueError("secret keys start with sk_test_ or sk_live_")
+    account_id = account_id or "acct_" + digest(secret)[:16]
+    hashed = digest(secret)
+    now = int(time.time())
+    table = settings().main_table
+    store.put_new(table, {"pk": key("ACCT", account_id), "sk": "ACCOUNT", "id": account_id, "created": now})
+    item = {
+        "pk": key("KEY", hashed),
+        "sk": "KEY",
+        "hash": hashed,
+        "account_id": account_id,
+        "hint": secret[:8] + "..." + secret[-4:],
+        "created": now,
+    }
+    if not store.put_new(table, item):
+        existing = store.get(table, key("KEY", hashed), "KEY", consistent=True)
+        if existing["account_id"] != account_id:
+            raise ValueError("this secret already belongs to another account")
+    return secret, account_id
+
+
+def revoke_key(secret: str) -> bool:
+    """Revoke a key; True if it existed."""
+    try:
+        aws.dynamodb().update_item(
+            TableName=settings().main_table,
+            Key=store.to_item({"pk": key("KEY", digest(secret)), "sk": "KEY"}),
+            UpdateExpression="SET revoked_at = :now",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues=store.values({":now": int(time.time())}),
+        )
+    except ClientError as exc:
+        if store.error_code(exc) == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True

@@ -1,0 +1,266 @@
+"""Billing meters: configuration objects, one per event name and account."""
+
+import time
+from typing import Annotated, Literal
+
+from botocore.exceptions import ClientError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from metering import aws, notifications, store, wire
+from metering.accounts import Principal
+from metering.config import settings
+from metering.errors import invalid, not_found, unknown
+from metering.ids import new_id
+from metering.keys import key, part
+
+METER_PREFIX = key("METER", "")
+
+
+def _printable(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("must contain only printable characters")
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_printable)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Aggregation(_Strict):
+    formula: Literal["sum", "count", "last"]
+
+
+class CustomerMapping(_Strict):
+    type: Literal["by_id"] = "by_id"
+    event_payload_key: Name = "stripe_customer_id"
+
+
+class ValueSettings(_Strict):
+    event_payload_key: Name = "value"
+
+
+class MeterCreate(_Strict):
+    display_name: Annotated[str, Field(min_length=1, max_length=250)]
+    event_name: Name
+    default_aggregation: Aggregation
+    customer_mapping: CustomerMapping = CustomerMapping()
+    value_settings: ValueSettings = ValueSettings()
+    event_time_window: Literal["hour", "day"] | None = None
+    expand: list[str] | None = None
+
+
+class MeterUpdate(_Strict):
+    display_name: Annotated[str, Field(min_length=1, max_length=250)] | None = None
+    expand: list[str] | None = None
+
+
+class MeterList(_Strict):
+    status: Literal["active", "inactive"] | None = None
+    limit: int = Field(default=10, ge=1, le=100)
+    starting_after: str | None = None
+    ending_before: str | None = None
+    expand: list[str] | None = None
+
+
+def to_object(item: dict) -> dict:
+    """The Stripe `billing.meter` for a stored meter."""
+    return {
+        "id": item["id"],
+        "object": "billing.meter",
+        "created": int(item["created"]),
+        "customer_mapping": {"event_payload_key": item["customer_key"], "type": "by_id"},
+        "default_aggregation": {"formula": item["formula"]},
+        "display_name": item["display_name"],
+        "event_name": item["event_name"],
+        "event_time_window": item.get("event_time_window"),
+        "livemode": bool(item["livemode"]),
+        "status": item["status"],
+        "status_transitions": {
+            "deactivated_at": int(item["deactivated_at"]) if item.get("deactivated_at") else None
+        },
+        "updated": int(item["updated"]),
+        "value_settings": {"event_payload_key": item["value_key"]},
+    }
+
+
+def _pk(who: Principal) -> str:
+    return key("ACCT", who.account_id)
+
+
+def name_key(event_name: str) -> str:
+    return key("EVNAME", part(event_name))
+
+
+def create(who: Principal, params: dict) -> dict:
+    spec: MeterCreate = wire.validate(MeterCreate, params)
+    now = int(time.time())
+    meter_id = new_id("mtr")
+    item = {
+        "pk": _pk(who),
+        "sk": METER_PREFIX + meter_id,
+        "id": meter_id,
+        "account_id": who.account_id,
+        "created": now,
+        "updated": now,
+        "display_name": spec.display_name,
+        "event_name": spec.event_name,
+        "formula": spec.default_aggregation.formula,
+        "customer_key": spec.customer_mapping.event_payload_key,
+        "value_key": spec.value_settings.event_payload_key,
+        "event_time_window": spec.event_time_window,
+        "livemode": who.livemode,
+        "status": "active",
+    }
+    claim = {"pk": _pk(who), "sk": name_key(spec.event_name), "meter_id": meter_id}
+    new = "attribute_not_exists(pk)"
+    try:
+        aws.dynamodb().transact_write_items(
+            TransactItems=[
+                {
+                    "Put": {
+                        "TableName": settings().main_table,
+                        "Item": store.to_item(claim),
+                        "ConditionExpression": new,
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": settings().main_table,
+                        "Item": store.to_item(item),
+                        "ConditionExpression": new,
+                    }
+                },
+            ]
+        )
+    except ClientError as exc:
+        reasons = exc.response.get("CancellationReasons") or []
+        if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+            raise invalid(
+                f"A meter with event_name '{spec.event_name}' already exists.",
+                "event_name",
+                "meter_event_name_exists",
+            ) from exc
+        store.raise_retryable(exc)
+        raise
+    meter = to_object(item)
+    notifications.publish(
+        who.account_id,
+        who.livemode,
+        "billing.meter.created",
+        notifications.meter_ref(meter_id),
+        {"object": meter},
+    )
+    return meter
+
+
+def _missing(meter_id: str):
+    return not_found(f"No such billing meter: '{meter_id}'")
+
+
+def load(who: Principal, meter_id: str, consistent: bool = False) -> dict:
+    item = store.get(settings().main_table, _pk(who), METER_PREFIX + meter_id, consistent)
+    if item is None:
+        raise _missing(meter_id)
+    return item
+
+
+def retrieve(who: Principal, meter_id: str, params: dict) -> dict:
+    wire.reject_unknown(params, {"expand"})
+    return to_object(load(who, meter_id))
+
+
+def _update(
+    who: Principal, meter_id: str, expression: str, names: dict, vals: dict, condition: str
+) -> dict | None:
+    """Conditional update of an existing meter; None when `condition` does not hold."""
+    extra = {"ExpressionAttributeNames": names} if names else {}
+    try:
+        out = aws.dynamodb().update_item(
+            TableName=settings().main_table,
+            Key=store.to_item({"pk": _pk(who), "sk": METER_PREFIX + meter_id}),
+            UpdateExpression=expression,
+            ConditionExpression=f"attribute_exists(pk) AND ({condition})",
+            ExpressionAttributeValues=store.values(vals),
+            ReturnValues="ALL_NEW",
+            **extra,
+        )
+    except ClientError as exc:
+        if store.error_code(exc) == "ConditionalCheckFailedException":
+            load(who, meter_id, consistent=True)  # 404 when it does not exist
+            return None
+        store.raise_retryable(exc)
+        raise
+    return store.from_item(out["Attributes"])
+
+
+def update(who: Principal, meter_id: str, params: dict) -> dict:
+    for name in params:
+        if name not in MeterUpdate.model_fields:
+            raise unknown(name)
+    spec: MeterUpdate = wire.validate(MeterUpdate, params)
+    if spec.display_name is None:
+        return to_object(load(who, meter_id))
+    item = _update(
+        who,
+        meter_id,
+        "SET display_name = :n, updated = :now",
+        {},
+        {":n": spec.display_name, ":now": int(time.time())},
+        "attribute_exists(sk)",
+    )
+    meter = to_object(item)
+    notifications.publish(
+        who.account_id,
+        who.livemode,
+        "billing.meter.updated",
+        notifications.meter_ref(meter_id),
+        {"object": meter},
+    )
+    return meter
+
+
+def set_status(who: Principal, meter_id: str, params: dict, active: bool) -> dict:
+    """Deactivate or reactivate; doing it twice changes nothing and publishes nothing."""
+    wire.reject_unknown(params, {"expand"})
+    now = int(time.time())
+    target, source = ("active", "inactive") if active else ("inactive", "active")
+    deactivated = None if active else now
+    item = _update(
+        who,
+        meter_id,
+        "SET #s = :target, deactivated_at = :d, updated = :now",
+        {"#s": "status"},
+        {":target": target, ":source": source, ":d": deactivated, ":now": now},
+        "#s = :source",
+    )
+    if item is None:
+        return to_object(load(who, meter_id, consistent=True))
+    meter = to_object(item)
+    type_ = "billing.meter.reactivated" if active else "billing.meter.deactivated"
+    notifications.publish(
+        who.account_id, who.livemode, type_, notifications.meter_ref(meter_id), {"object": meter}
+    )
+    return meter
+
+
+def list_meters(who: Principal, params: dict) -> dict:
+    spec: MeterList = wire.validate(MeterList, params)
+    if spec.starting_after and spec.ending_before:
+        raise invalid(
+            "You may only specify one of these parameters: ending_before, starting_after.",
+            "ending_before",
+            "parameters_exclusive",
+        )
+    items, has_more = store.page(
+        settings().main_table,
+        _pk(who),
+        METER_PREFIX,
+        spec.limit,
+        spec.starting_after,
+        spec.ending_before,
+        keep=lambda item: spec.status is None or item["status"] == spec.status,
+    )
+    return wire.list_object("/v1/billing/meters", [to_object(i) for i in items], has_more)

@@ -1,0 +1,77 @@
+"""Stripe v2 thin events: stored for `GET /v2/core/events` and published on EventBridge."""
+
+import json
+import time
+from datetime import UTC, datetime
+
+from botocore.exceptions import ClientError
+
+from metering import aws, store, wire
+from metering.config import settings
+from metering.ids import new_id
+from metering.keys import key
+from metering.observability import logger
+
+RETENTION_SECONDS = 30 * 24 * 3600
+SOURCE = "metering"
+
+
+def rfc3339(unix: float) -> str:
+    return datetime.fromtimestamp(unix, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def meter_ref(meter_id: str) -> dict:
+    return {"id": meter_id, "type": "billing.meter", "url": f"/v1/billing/meters/{meter_id}"}
+
+
+def publish(account_id: str, livemode: bool, type_: str, related: dict | None, data: dict | None) -> dict:
+    """Record an event for the account, then put it on the bus. Returns the event."""
+    now = time.time()
+    event = {
+        "id": new_id("evt"),
+        "object": "v2.core.event",
+        "type": type_,
+        "created": rfc3339(now),
+        "livemode": livemode,
+        "context": None,
+        "reason": None,
+        "related_object": related,
+        "data": data,
+    }
+    body = wire.dumps(event)
+    store.put_new(
+        settings().main_table,
+        {
+            "pk": key("ACCT", account_id),
+            "sk": key("EVT", event["id"]),
+            "doc": body,
+            "expires_at": int(now) + RETENTION_SECONDS,
+        },
+    )
+    try:
+        aws.events().put_events(
+            Entries=[
+                {
+                    "Source": SOURCE,
+                    "DetailType": type_,
+                    "Detail": json.dumps({"account": account_id, "event": json.loads(body)}),
+                    "EventBusName": settings().event_bus,
+                }
+            ]
+        )
+    except ClientError:
+        # The event is stored and readable through /v2/core/events; the bus is best effort.
+        logger.exception("EventBridge put_events failed", extra={"event_id": event["id"]})
+    return event
+
+
+def get_event(account_id: str, event_id: str) -> dict | None:
+    item = store.get(settings().main_table, key("ACCT", account_id), key("EVT", event_id))
+    return json.loads(item["doc"]) if item else None
+
+
+def list_events(account_id: str, limit: int, page_after: str | None) -> tuple[list[dict], bool]:
+    items, has_more = store.page(
+        settings().main_table, key("ACCT", account_id), key("EVT", ""), limit, starting_after=page_after
+    )
+    return [json.loads(item["doc"]) for item in items], has_more

@@ -1,0 +1,1 @@
+"""Docker-free local runtime: serves template.yaml's routes and triggers on an embedded AWS endpoint."""

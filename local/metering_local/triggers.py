@@ -1,0 +1,13 @@
+"""Event sources of the template, driven locally (DynamoDB streams, S3 uploads)."""
+
+import threading
+
+from metering_local.lambda_runtime import Runtime
+from metering_local.template import Template
+
+
+def start_triggers(
+    template: Template, runtime: Runtime, names, stop: threading.Event
+) -> list[threading.Thread]:
+    """Start one poller per stream or S3 trigger declared in the template."""
+    return []
