@@ -22,13 +22,14 @@ def aws(monkeypatch):
 
     from metering import aws as clients
     from metering import config
-    from metering_local import aws_endpoint
+    from metering_local import aws_endpoint, moto_atomic
     from metering_local.template import Template
 
     for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    moto_atomic.install()
     with mock_aws():
         template = Template.load(ROOT / "template.yaml")
         names = aws_endpoint.provision(template, "metering-uploads")

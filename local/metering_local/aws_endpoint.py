@@ -37,6 +37,10 @@ def start_moto(host: str, port: int):
 
     from moto.server import ThreadedMotoServer
 
+    from metering_local import moto_atomic
+
+    moto_atomic.install()
+
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
     server.start()

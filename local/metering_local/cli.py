@@ -59,10 +59,13 @@ def serve(args) -> int:
     runtime = Runtime(template.functions())
     gateway = Gateway(template, runtime)
 
-    def openapi():
+    def openapi(_query: dict):
         return 200, {"Content-Type": "application/json"}, json.dumps(openapi_document(runtime)).encode()
 
-    server = make_server(gateway, args.host, args.port, {"/openapi.json": openapi, "/swagger": _swagger_page})
+    extra = {"/openapi.json": openapi, "/swagger": _swagger_page}
+    if os.environ.get("METERING_CLOCK_CONTROL") == "1":
+        extra["/_local/clock"] = _clock_control
+    server = make_server(gateway, args.host, args.port, extra)
     stop = threading.Event()
     triggers = start_triggers(template, runtime, env.names, stop)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -91,7 +94,19 @@ def serve(args) -> int:
     return 0
 
 
-def _swagger_page():
+def _clock_control(query: dict):
+    """Test hook, only with METERING_CLOCK_CONTROL=1: GET /_local/clock?offset=SECONDS shifts the clock."""
+    from metering import clock
+
+    clock.shift(float(query.get("offset", 0)))
+    return (
+        200,
+        {"Content-Type": "application/json"},
+        json.dumps({"offset": float(query.get("offset", 0))}).encode(),
+    )
+
+
+def _swagger_page(_query: dict):
     page = (
         "<!doctype html><html><head><title>Metering API</title>"
         '<link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css"></head><body>'

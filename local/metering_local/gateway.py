@@ -141,7 +141,8 @@ def make_server(gateway: Gateway, host: str, port: int, extra_get: dict | None =
             body = self.rfile.read(length) if length else b""
             path = urlsplit(self.path).path
             if self.command == "GET" and path in extra_get:
-                status, headers, data = extra_get[path]()
+                query = dict(parse_qsl(urlsplit(self.path).query))
+                status, headers, data = extra_get[path](query)
             else:
                 headers_in = {k: v for k, v in self.headers.items()}
                 status, headers, data = gateway.handle(self.command, self.path, headers_in, body)

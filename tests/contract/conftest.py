@@ -26,7 +26,8 @@ class Runner:
     def client(self, key: str = KEYS[0], **options):
         import stripe
 
-        return stripe.StripeClient(key, base_addresses={"api": self.api_url}, **options)
+        addresses = {"api": self.api_url, "meter_events": self.api_url}
+        return stripe.StripeClient(key, base_addresses=addresses, **options)
 
     def boto(self, service: str):
         import boto3

@@ -70,6 +70,17 @@ def principal(app: APIGatewayRestResolver) -> Principal:
     return Principal(context["account_id"], str(context.get("livemode")).lower() == "true")
 
 
+def caller(app: APIGatewayRestResolver) -> Principal:
+    """The authorizer's principal, or for routes outside the authorizer (the v2 stream) the
+    account of the session token in the Authorization header."""
+    context = (app.current_event.raw_event.get("requestContext") or {}).get("authorizer") or {}
+    if context.get("account_id"):
+        return principal(app)
+    from metering import sessions
+
+    return sessions.authenticate(app.current_event.headers.get("authorization"))
+
+
 def _raw_body(event) -> str:
     body = event.body or ""
     if event.is_base64_encoded:
@@ -99,7 +110,7 @@ def _idempotency_middleware(app: APIGatewayRestResolver, next_middleware) -> Res
     idem_key = event.headers.get("idempotency-key")
     if event.http_method != "POST" or not idem_key:
         return next_middleware(app)
-    who = principal(app)
+    who = caller(app)
     print_ = idempotency.fingerprint(event.http_method, event.path, params(app))
 
     def produce() -> dict:

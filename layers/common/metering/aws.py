@@ -10,8 +10,10 @@ from functools import cache
 @cache
 def dynamodb():
     import boto3
+    from botocore.config import Config
 
-    return boto3.client("dynamodb")
+    # Wide pool: the stream and bulk paths write concurrently from threads.
+    return boto3.client("dynamodb", config=Config(max_pool_connections=64, retries={"mode": "standard"}))
 
 
 @cache

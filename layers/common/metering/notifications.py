@@ -3,11 +3,13 @@
 import json
 import time
 from datetime import UTC, datetime
+from urllib.parse import urlencode
 
 from botocore.exceptions import ClientError
 
 from metering import aws, store, wire
 from metering.config import settings
+from metering.errors import invalid
 from metering.ids import new_id
 from metering.keys import key
 from metering.observability import logger
@@ -70,8 +72,36 @@ def get_event(account_id: str, event_id: str) -> dict | None:
     return json.loads(item["doc"]) if item else None
 
 
-def list_events(account_id: str, limit: int, page_after: str | None) -> tuple[list[dict], bool]:
+def list_events(
+    account_id: str, limit: int, page_after: str | None, object_id: str | None = None
+) -> tuple[list[dict], bool]:
+    """Newest first; `object_id` keeps events whose related object is that object."""
     items, has_more = store.page(
-        settings().main_table, key("ACCT", account_id), key("EVT", ""), limit, starting_after=page_after
+        settings().main_table,
+        key("ACCT", account_id),
+        key("EVT", ""),
+        limit,
+        starting_after=page_after,
+        keep=lambda item: object_id is None or f'"related_object":{{"id":"{object_id}"' in item["doc"],
     )
     return [json.loads(item["doc"]) for item in items], has_more
+
+
+def list_page(account_id: str, params: dict) -> dict:
+    """`GET /v2/core/events`: Stripe v2 list with `page` tokens."""
+    from metering.wire import reject_unknown
+
+    reject_unknown(params, {"limit", "page", "object_id"})
+    try:
+        limit = int(params.get("limit") or 20)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 100:
+        raise invalid("limit must be an integer between 1 and 100.", "limit")
+    object_id = params.get("object_id") or None
+    events, has_more = list_events(account_id, limit, params.get("page") or None, object_id)
+    next_url = None
+    if has_more:
+        query = {"limit": limit, "page": events[-1]["id"], **({"object_id": object_id} if object_id else {})}
+        next_url = "/v2/core/events?" + urlencode(query)
+    return {"data": events, "next_page_url": next_url, "previous_page_url": None}

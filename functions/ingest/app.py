@@ -1,0 +1,33 @@
+"""Meter events: v1 and v2 single events, v2 sessions and the v2 stream."""
+
+from metering import api, ingest, sessions
+from metering.observability import logger, metrics, tracer
+
+app = api.build_app()
+
+
+@app.post("/v1/billing/meter_events")
+def create_v1():
+    return api.ok(ingest.create_v1(api.principal(app), api.params(app)))
+
+
+@app.post("/v2/billing/meter_events")
+def create_v2():
+    return api.ok(ingest.create_v2(api.principal(app), api.params(app)))
+
+
+@app.post("/v2/billing/meter_event_session")
+def create_session():
+    return api.ok(sessions.create(api.principal(app)))
+
+
+@app.post("/v2/billing/meter_event_stream")
+def stream():
+    return api.ok(ingest.stream(api.caller(app), api.params(app)))
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict, context) -> dict:
+    return api.handle(app, event, context)

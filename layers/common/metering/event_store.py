@@ -1,0 +1,161 @@
+"""Meter events in DynamoDB, written with conditional writes only.
+
+Items (table EVENTS_TABLE, every key starts with the account):
+- event  `A#<acct>#ID#<identifier>` / `EV`: one per accepted identifier. The put is
+  conditional on the key not existing, which is the identifier dedup (an identifier is
+  refused for as long as its event is kept: RETENTION_SECONDS, well over Stripe's 24 h).
+  For raw meters this single item is the event that counts.
+- slot   `A#<acct>#SLOT#<meter>#<customer>#<window start>` / `SLOT`: pre-aggregated
+  meters. It holds the most recently received event of its (meter, customer, UTC
+  window); a put replaces it only when its receipt sequence is newer (conditional), so
+  concurrent writers leave the newest one. The event item of a pre-aggregated event
+  records the identifier; the slot is what counts.
+
+The aggregate function reads this table's stream; nothing here touches rollups.
+"""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from botocore.exceptions import ClientError
+
+from metering import aws, clock, store
+from metering.config import settings
+from metering.ids import monotonic_ns
+from metering.keys import key, part
+from metering.meter_events import Accepted, Rejected, reject
+from metering.wire import format_decimal
+
+RETENTION_SECONDS = 45 * 24 * 3600
+WINDOW_SECONDS = {"hour": 3600, "day": 86400}
+NEW = "attribute_not_exists(pk)"
+
+
+@dataclass(frozen=True)
+class Stored:
+    event: Accepted
+    received: int
+    counted: bool  # False when a newer event already holds its pre-aggregation slot
+
+
+def event_key(account_id: str, identifier: str) -> dict:
+    return {"pk": key("A", account_id, "ID", part(identifier)), "sk": "EV"}
+
+
+def slot_key(account_id: str, meter_id: str, customer: str, window_start: int) -> dict:
+    return {"pk": key("A", account_id, "SLOT", meter_id, part(customer), str(window_start)), "sk": "SLOT"}
+
+
+def window_start(timestamp: int, window: str) -> int:
+    size = WINDOW_SECONDS[window]
+    return timestamp - timestamp % size
+
+
+def duplicate(identifier: str) -> Rejected:
+    return reject(
+        "duplicate_identifier", f"An event already exists with identifier {identifier}.", "identifier"
+    )
+
+
+def _attributes(event: Accepted, seq: str, received: int) -> dict:
+    return {
+        "acct": event.account_id,
+        "mid": event.meter["id"],
+        "en": event.event_name,
+        "f": event.formula,
+        "cust": event.customer,
+        "ts": event.timestamp,
+        "v": format_decimal(event.value) if event.value is not None else None,
+        "ident": event.identifier,
+        "seq": seq,
+        "rcv": received,
+        "payload": event.payload,
+        "live": event.livemode,
+        "st": "ok",
+        "expires_at": received + RETENTION_SECONDS,
+    }
+
+
+def record(event: Accepted) -> Stored:
+    """Store one accepted event; raises Rejected(duplicate_identifier) for a seen identifier."""
+    received = int(clock.now())
+    seq = f"{monotonic_ns():020d}"
+    attrs = _attributes(event, seq, received)
+    table = settings().events_table
+    window = event.meter.get("event_time_window")
+    try:
+        if not window:
+            aws.dynamodb().put_item(
+                TableName=table,
+                Item=store.to_item({**event_key(event.account_id, event.identifier), **attrs, "t": "raw"}),
+                ConditionExpression=NEW,
+            )
+            return Stored(event, received, True)
+        return _record_pre_aggregated(event, attrs, window, table)
+    except ClientError as exc:
+        if store.error_code(exc) == "ConditionalCheckFailedException":
+            raise duplicate(event.identifier) from exc
+        store.raise_retryable(exc)
+        raise
+
+
+def _record_pre_aggregated(event: Accepted, attrs: dict, window: str, table: str) -> Stored:
+    start = window_start(event.timestamp, window)
+    slot = slot_key(event.account_id, event.meter["id"], event.customer, start)
+    ident = {
+        **event_key(event.account_id, event.identifier),
+        **attrs,
+        "t": "pre",
+        "slot": slot["pk"],
+        "ws": start,
+    }
+    for attempt in range(5):
+        try:
+            aws.dynamodb().transact_write_items(
+                TransactItems=[
+                    {"Put": {"TableName": table, "Item": store.to_item(ident), "ConditionExpression": NEW}},
+                    {
+                        "Put": {
+                            "TableName": table,
+                            "Item": store.to_item({**slot, **attrs, "t": "slot", "ws": start}),
+                            "ConditionExpression": "attribute_not_exists(pk) OR seq < :seq",
+                            "ExpressionAttributeValues": store.values({":seq": attrs["seq"]}),
+                        }
+                    },
+                ]
+            )
+            return Stored(event, attrs["rcv"], True)
+        except ClientError as exc:
+            if store.error_code(exc) != "TransactionCanceledException":
+                raise
+            codes = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
+            if codes and codes[0] == "ConditionalCheckFailed":
+                raise duplicate(event.identifier) from exc
+            if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
+                # A newer event already holds the window: this one is kept for dedup only.
+                aws.dynamodb().put_item(
+                    TableName=table,
+                    Item=store.to_item({**ident, "st": "superseded"}),
+                    ConditionExpression=NEW,
+                )
+                return Stored(event, attrs["rcv"], False)
+            time.sleep(0.01 * (attempt + 1))  # transaction conflict with a concurrent writer: retry
+    raise ClientError(
+        {"Error": {"Code": "TransactionConflictException", "Message": "retries exhausted"}}, "Put"
+    )
+
+
+def record_many(events: list[Accepted], workers: int = 16) -> list[Stored | Rejected]:
+    """Store many events concurrently; each result is Stored or the Rejected it raised."""
+
+    def one(event: Accepted) -> Stored | Rejected:
+        try:
+            return record(event)
+        except Rejected as exc:
+            return exc
+
+    if len(events) <= 1:
+        return [one(e) for e in events]
+    with ThreadPoolExecutor(max_workers=min(workers, len(events))) as pool:
+        return list(pool.map(one, events))

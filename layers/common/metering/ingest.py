@@ -1,0 +1,91 @@
+"""Meter event endpoints (v1, v2, v2 stream): validation, storage, error reports, metrics."""
+
+from collections import Counter
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from metering import clock, error_reports, event_store, meter_events, wire
+from metering.accounts import Principal
+from metering.errors import StripeError, invalid
+from metering.meter_events import FIELDS, Accepted, Rejected, check, parse_rfc3339, parse_unix
+from metering.observability import metrics
+
+MAX_STREAM_EVENTS = 100
+
+
+def _count(accepted: int, rejected: Counter) -> None:
+    if accepted:
+        metrics.add_metric(name="MeterEventsAccepted", unit=MetricUnit.Count, value=accepted)
+    for code, n in rejected.items():
+        name = "MeterEventsDuplicate" if code == "duplicate_identifier" else f"MeterEventsRejected_{code}"
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=n)
+
+
+def _one(who: Principal, params: dict, timestamp_parser) -> event_store.Stored:
+    wire.reject_unknown(params, FIELDS | {"expand"})
+    try:
+        event = check(who.account_id, who.livemode, params, timestamp_parser(params.get("timestamp")))
+        stored = event_store.record(event)
+    except StripeError as exc:
+        _count(0, Counter([exc.code or "invalid"]))
+        raise
+    _count(1, Counter())
+    return stored
+
+
+def create_v1(who: Principal, params: dict) -> dict:
+    stored = _one(who, params, parse_unix)
+    return meter_events.v1_object(stored.event, stored.received)
+
+
+def create_v2(who: Principal, params: dict) -> dict:
+    stored = _one(who, params, parse_rfc3339)
+    return meter_events.v2_object(stored.event, stored.received)
+
+
+def _stream_events(params: dict) -> list:
+    wire.reject_unknown(params, {"events"})
+    events = params.get("events")
+    if not isinstance(events, list):
+        raise invalid(
+            "Missing required param: events (an array of 1 to 100 meter events).",
+            "events",
+            "parameter_missing" if events is None else None,
+        )
+    if not 1 <= len(events) <= MAX_STREAM_EVENTS:
+        raise invalid(
+            f"events must hold between 1 and {MAX_STREAM_EVENTS} meter events; got {len(events)}.", "events"
+        )
+    return events
+
+
+def stream(who: Principal, params: dict) -> dict:
+    """Persist the valid events, report the invalid ones as error-report events, answer {}."""
+    events = _stream_events(params)
+    started = clock.now()
+    accepted: list[Accepted] = []
+    failures: list[error_reports.Failure] = []
+    for raw in events:
+        if not isinstance(raw, dict):
+            failures.append(error_reports.Failure("", None, "invalid_event", "Each event must be an object."))
+            continue
+        name, identifier = str(raw.get("event_name") or ""), raw.get("identifier")
+        try:
+            wire.reject_unknown(raw, FIELDS)
+            accepted.append(check(who.account_id, who.livemode, raw, parse_rfc3339(raw.get("timestamp"))))
+        except StripeError as exc:
+            failures.append(
+                error_reports.Failure(name, identifier, exc.code or "invalid_request", exc.message)
+            )
+    stored = 0
+    for event, result in zip(accepted, event_store.record_many(accepted), strict=True):
+        if isinstance(result, Rejected):
+            failures.append(
+                error_reports.Failure(event.event_name, event.identifier, result.code, result.message)
+            )
+        else:
+            stored += 1
+    if failures:
+        error_reports.publish(who.account_id, who.livemode, failures, started, clock.now())
+    _count(stored, Counter(f.code for f in failures))
+    return {}

@@ -1,0 +1,181 @@
+"""Meter event validation: one core for v1, v2, the stream and bulk uploads.
+
+`check()` turns raw fields into an `Accepted` event or raises `Rejected` with one of
+the contract's codes; it never writes.
+"""
+
+import secrets
+from dataclasses import dataclass
+from decimal import Decimal
+
+from metering import clock, meter_lookup, values
+from metering.errors import StripeError, invalid
+
+MAX_AGE_SECONDS = 35 * 24 * 3600
+MAX_FUTURE_SECONDS = 5 * 60
+MAX_PAYLOAD_KEYS = 50
+MAX_IDENTIFIER = 100
+FIELDS = {"event_name", "payload", "identifier", "timestamp"}
+
+
+class Rejected(StripeError):
+    """A meter event that does not count, with the reason's code."""
+
+
+def reject(code: str, message: str, param: str | None = None) -> Rejected:
+    return Rejected(message, 400, "invalid_request_error", code, param, should_retry=False)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    account_id: str
+    livemode: bool
+    meter: dict
+    event_name: str
+    identifier: str
+    timestamp: int
+    payload: dict
+    customer: str
+    value: Decimal | None
+
+    @property
+    def formula(self) -> str:
+        return self.meter["formula"]
+
+
+def _text(value, param: str, limit: int | None = None) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+        raise invalid(f"Invalid {param}: must be a string.", param)
+    text = (
+        value if isinstance(value, str) else format(value, "f") if isinstance(value, Decimal) else str(value)
+    )
+    if limit is not None and len(text) > limit:
+        raise invalid(
+            f"Invalid {param}: must be at most {limit} characters.", param, "string_length_exceeds_maximum"
+        )
+    return text
+
+
+def new_identifier() -> str:
+    return "mev_" + secrets.token_hex(12)
+
+
+def check(account_id: str, livemode: bool, fields: dict, timestamp: int | None) -> Accepted:
+    """Validate one event; `timestamp` is already parsed (v1 unix seconds, v2 RFC 3339)."""
+    event_name = fields.get("event_name")
+    if event_name in (None, ""):
+        raise reject("parameter_missing", "Missing required param: event_name.", "event_name")
+    event_name = _text(event_name, "event_name", 100)
+    payload = fields.get("payload")
+    if payload is None:
+        raise reject("parameter_missing", "Missing required param: payload.", "payload")
+    if not isinstance(payload, dict):
+        raise invalid("Invalid payload: must be an object of string keys and values.", "payload")
+    if len(payload) > MAX_PAYLOAD_KEYS:
+        raise invalid(f"Invalid payload: at most {MAX_PAYLOAD_KEYS} keys are allowed.", "payload")
+    payload = {str(k): _text(v, f"payload[{k}]") for k, v in payload.items()}
+    identifier = fields.get("identifier")
+    identifier = (
+        new_identifier() if identifier in (None, "") else _text(identifier, "identifier", MAX_IDENTIFIER)
+    )
+    if not identifier.isprintable():
+        raise invalid("Invalid identifier: must contain only printable characters.", "identifier")
+
+    now = int(clock.now())
+    timestamp = now if timestamp is None else timestamp
+    if timestamp < now - MAX_AGE_SECONDS:
+        raise reject(
+            "timestamp_too_far_in_past", "The timestamp is more than 35 days in the past.", "timestamp"
+        )
+    if timestamp > now + MAX_FUTURE_SECONDS:
+        raise reject(
+            "timestamp_in_future", "The timestamp is more than 5 minutes in the future.", "timestamp"
+        )
+
+    meter = meter_lookup.by_event_name(account_id, event_name)
+    if meter is None:
+        raise reject("no_meter", f"No meter was found matching event_name {event_name}.", "event_name")
+    if meter["status"] != "active":
+        raise reject("archived_meter", f"The meter for event_name {event_name} is inactive.", "event_name")
+    customer_key = meter["customer_key"]
+    customer = payload.get(customer_key, "")
+    if customer.strip() == "":
+        raise reject(
+            "meter_event_no_customer_defined",
+            f"The payload has no customer: expected key {customer_key}.",
+            f"payload[{customer_key}]",
+        )
+    value = None
+    if meter["formula"] != "count":
+        value = _value(payload, meter["value_key"])
+    return Accepted(account_id, livemode, meter, event_name, identifier, timestamp, payload, customer, value)
+
+
+def _value(payload: dict, value_key: str) -> Decimal:
+    param = f"payload[{value_key}]"
+    if value_key not in payload:
+        raise reject(
+            "meter_event_value_not_found", f"The payload has no value: expected key {value_key}.", param
+        )
+    text = payload[value_key]
+    try:
+        return values.parse(text)
+    except values.TooManyDigits:
+        raise reject(
+            "meter_event_value_too_many_digits",
+            f"The value {text} has more than {values.MAX_DIGITS} significant digits.",
+            param,
+        ) from None
+    except values.InvalidValue:
+        raise reject(
+            "meter_event_invalid_value", f"The value {text!r} is not a decimal number.", param
+        ) from None
+
+
+def parse_unix(value) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        return int(str(value))
+    except ValueError:
+        raise invalid(f"Invalid integer: {value}", "timestamp", "parameter_invalid_integer") from None
+
+
+def parse_rfc3339(value) -> int | None:
+    from datetime import datetime
+
+    if value in (None, ""):
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise invalid(f"Invalid timestamp: {value} is not RFC 3339.", "timestamp") from None
+    if parsed.tzinfo is None:
+        raise invalid(f"Invalid timestamp: {value} has no time zone.", "timestamp")
+    return int(parsed.timestamp())
+
+
+def v1_object(event: Accepted, created: int) -> dict:
+    return {
+        "object": "billing.meter_event",
+        "created": created,
+        "event_name": event.event_name,
+        "identifier": event.identifier,
+        "livemode": event.livemode,
+        "payload": event.payload,
+        "timestamp": event.timestamp,
+    }
+
+
+def v2_object(event: Accepted, created: int) -> dict:
+    from metering.notifications import rfc3339
+
+    return {
+        "object": "v2.billing.meter_event",
+        "created": rfc3339(created),
+        "event_name": event.event_name,
+        "identifier": event.identifier,
+        "livemode": event.livemode,
+        "payload": event.payload,
+        "timestamp": rfc3339(event.timestamp),
+    }
