@@ -35,6 +35,7 @@ class Environment:
         os.environ.update(aws_endpoint.function_environment(template, self.names))
         if self.names.bucket:
             os.environ["UPLOAD_BUCKET"] = self.names.bucket
+        os.environ["METERING_LOCAL"] = "1"
         os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
         os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 

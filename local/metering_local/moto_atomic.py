@@ -4,10 +4,18 @@ Real DynamoDB applies each conditional write and each transaction atomically. mo
 backend mutates plain Python dicts and is not thread-safe (a transaction deep-copies
 tables while another thread writes), so the runner and the tests, which drive it from
 many threads like concurrent Lambdas, serialise its operations with one lock.
+
+moto also backs up every table a transaction touches with a deep copy, which makes each
+transaction cost O(table size). The backup here copies the table's item index shallowly
+and deep-copies only the items the transaction updates in place (puts replace items, so
+the old objects stay intact): a rollback restores exactly the same state, stream
+records included, in time proportional to the index instead of the data.
 """
 
+import copy
 import functools
 import threading
+from collections import defaultdict
 
 _lock = threading.RLock()
 _OPERATIONS = (
@@ -35,9 +43,65 @@ def install() -> None:
             continue
 
         @functools.wraps(original)
-        def locked(self, *args, __original=original, **kwargs):
+        def locked(self, *args, __original=original, __name=name, **kwargs):
             with _lock:
+                if __name == "transact_write_items":
+                    _note_updates(kwargs.get("transact_items") or args[0])
                 return __original(self, *args, **kwargs)
 
         setattr(DynamoDBBackend, name, locked)
+    import moto.dynamodb.models as backend_module
+
+    backend_module.copy = _CheapBackup(backend_module.copy)
     DynamoDBBackend._metering_atomic = True
+
+
+class _CheapBackup:
+    """Stands in for the `copy` module inside moto's DynamoDB backend."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def deepcopy(self, obj, memo=None):
+        from moto.dynamodb.models.table import Table
+
+        if type(obj) is Table:
+            return _backup(obj)
+        return self._real.deepcopy(obj, memo)
+
+
+_updating: list[tuple[str, dict]] = []  # (table, key) of each Update in the running transaction
+
+
+def _note_updates(transact_items: list[dict]) -> None:
+    _updating[:] = [
+        (op["TableName"], op["Key"]) for entry in transact_items for t, op in entry.items() if t == "Update"
+    ]
+
+
+def _backup(table):
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    snapshot = copy.copy(table)
+    if table.has_range_key:
+        snapshot.items = defaultdict(dict, {h: dict(rows) for h, rows in table.items.items()})
+    else:
+        snapshot.items = defaultdict(dict, table.items)
+    for name, key in _updating:
+        if name != table.name:
+            continue
+        hash_key = DynamoType(key[table.hash_key_attr])
+        range_key = DynamoType(key[table.range_key_attr]) if table.has_range_key else None
+        item = table.get_item(hash_key, range_key)
+        if item is not None and range_key is not None:
+            snapshot.items[hash_key][range_key] = copy.deepcopy(item)
+        elif item is not None:
+            snapshot.items[hash_key] = copy.deepcopy(item)
+    if table.stream_shard is not None:
+        shard = copy.copy(table.stream_shard)
+        shard.items = list(table.stream_shard.items)
+        snapshot.stream_shard = shard
+    return snapshot

@@ -58,8 +58,9 @@ def duplicate(identifier: str) -> Rejected:
     )
 
 
-def _attributes(event: Accepted, seq: str, received: int) -> dict:
+def _attributes(event: Accepted, seq: str, received: int, source: str | None) -> dict:
     return {
+        "src": source,
         "acct": event.account_id,
         "mid": event.meter["id"],
         "en": event.event_name,
@@ -77,11 +78,16 @@ def _attributes(event: Accepted, seq: str, received: int) -> dict:
     }
 
 
-def record(event: Accepted) -> Stored:
-    """Store one accepted event; raises Rejected(duplicate_identifier) for a seen identifier."""
+def record(event: Accepted, source: str | None = None) -> Stored:
+    """Store one accepted event; raises Rejected(duplicate_identifier) for a seen identifier.
+
+    `source` tags where the event came from (a bulk file's row): storing the same event
+    again from the same source is not a duplicate but the earlier write, so a bulk file
+    resumed after a crash never reports its own rows as duplicates.
+    """
     received = int(clock.now())
     seq = f"{monotonic_ns():020d}"
-    attrs = _attributes(event, seq, received)
+    attrs = _attributes(event, seq, received, source)
     table = settings().events_table
     window = event.meter.get("event_time_window")
     try:
@@ -94,10 +100,24 @@ def record(event: Accepted) -> Stored:
             return Stored(event, received, True)
         return _record_pre_aggregated(event, attrs, window, table)
     except ClientError as exc:
-        if store.error_code(exc) == "ConditionalCheckFailedException":
-            raise duplicate(event.identifier) from exc
-        store.raise_retryable(exc)
-        raise
+        if store.error_code(exc) != "ConditionalCheckFailedException":
+            store.raise_retryable(exc)
+            raise
+        return _earlier_write(event, source, exc)
+    except Rejected as exc:
+        if exc.code != "duplicate_identifier":
+            raise
+        return _earlier_write(event, source, exc)
+
+
+def _earlier_write(event: Accepted, source: str | None, exc: Exception) -> Stored:
+    """The same event already stored from the same source, or a duplicate error."""
+    if source is not None:
+        key_ = event_key(event.account_id, event.identifier)
+        existing = store.get(settings().events_table, key_["pk"], key_["sk"], consistent=True)
+        if existing and existing.get("src") == source:
+            return Stored(event, int(existing["rcv"]), existing.get("st") != "superseded")
+    raise duplicate(event.identifier) from exc
 
 
 def _record_pre_aggregated(event: Accepted, attrs: dict, window: str, table: str) -> Stored:
@@ -146,16 +166,22 @@ def _record_pre_aggregated(event: Accepted, attrs: dict, window: str, table: str
     )
 
 
-def record_many(events: list[Accepted], workers: int = 16) -> list[Stored | Rejected]:
-    """Store many events concurrently; each result is Stored or the Rejected it raised."""
+def record_many(
+    events: list[Accepted], workers: int = 16, sources: list[str] | None = None
+) -> list[Stored | Rejected]:
+    """Store many events concurrently; each result is Stored or the Rejected it raised.
 
-    def one(event: Accepted) -> Stored | Rejected:
+    `sources`, when given, tags each event (see `record`)."""
+    tags = sources if sources is not None else [None] * len(events)
+
+    def one(pair: tuple[Accepted, str | None]) -> Stored | Rejected:
         try:
-            return record(event)
+            return record(*pair)
         except Rejected as exc:
             return exc
 
-    if len(events) <= 1:
-        return [one(e) for e in events]
-    with ThreadPoolExecutor(max_workers=min(workers, len(events))) as pool:
-        return list(pool.map(one, events))
+    pairs = list(zip(events, tags, strict=True))
+    if len(pairs) <= 1:
+        return [one(p) for p in pairs]
+    with ThreadPoolExecutor(max_workers=min(workers, len(pairs))) as pool:
+        return list(pool.map(one, pairs))

@@ -94,6 +94,28 @@ def query(
         kwargs["ExclusiveStartKey"] = out["LastEvaluatedKey"]
 
 
+def batch_get(
+    table: str, keys: list[tuple[str, str]], consistent: bool = False
+) -> dict[tuple[str, str], dict]:
+    """The items found for (pk, sk) keys, by key; 100 keys per request, unprocessed keys retried."""
+    found: dict[tuple[str, str], dict] = {}
+    pending = [to_item({"pk": pk, "sk": sk}) for pk, sk in dict.fromkeys(keys)]
+    while pending:
+        request: dict | None = {table: {"Keys": pending[:100], "ConsistentRead": consistent}}
+        pending = pending[100:]
+        while request:
+            try:
+                out = aws.dynamodb().batch_get_item(RequestItems=request)
+            except ClientError as exc:
+                raise_retryable(exc)
+                raise
+            for raw in out.get("Responses", {}).get(table, []):
+                item = from_item(raw)
+                found[(item["pk"], item["sk"])] = item
+            request = out.get("UnprocessedKeys") or None
+    return found
+
+
 HIGH = "\U0010ffff"
 
 

@@ -1,0 +1,160 @@
+"""`GET /v1/billing/meters/{id}/event_summaries`: usage read from the rollup buckets.
+
+A query reads O(windows) items, never the events: without a grouping window the range is
+covered by whole UTC days, whole hours at its edges and whole minutes at the outer edges;
+with `hour` or `day` one bucket per window is read, newest first.
+"""
+
+import hashlib
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from metering import meters, store, wire
+from metering.accounts import Principal
+from metering.config import settings
+from metering.errors import invalid
+from metering.rollups import GRANULARITY, Bucket, bucket_pk, bucket_sk
+
+WINDOWS = {"hour": "H", "day": "D"}
+ALIGN = {None: ("a whole minute", 60), "hour": ("an hour boundary", 3600), "day": ("a UTC midnight", 86400)}
+
+
+class SummaryQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    customer: Annotated[str, Field(min_length=1, max_length=250)]
+    start_time: int
+    end_time: int
+    value_grouping_window: Literal["hour", "day"] | None = None
+    limit: int = Field(default=10, ge=1, le=100)
+    starting_after: str | None = None
+    ending_before: str | None = None
+    expand: list[str] | None = None
+
+
+def _check(spec: SummaryQuery) -> None:
+    what, size = ALIGN[spec.value_grouping_window]
+    for name in ("start_time", "end_time"):
+        if getattr(spec, name) % size:
+            raise invalid(f"Invalid {name}: must be {what} (a multiple of {size} seconds).", name)
+    if spec.end_time <= spec.start_time:
+        raise invalid("Invalid end_time: must be after start_time.", "end_time")
+    if spec.starting_after and spec.ending_before:
+        raise invalid(
+            "You may only specify one of these parameters: ending_before, starting_after.",
+            "ending_before",
+            "parameters_exclusive",
+        )
+
+
+def _hash(*parts) -> str:
+    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()
+
+
+def summary_id(meter: dict, customer: str, granularity: str, start: int, end: int) -> str:
+    """Stable per meter, customer and window; a grouped window's id carries its start (cursors)."""
+    if granularity in GRANULARITY:
+        return f"mtrusg_{_hash(meter['account_id'], meter['id'], customer, granularity)[:12]}{start:x}"
+    return f"mtrusg_{_hash(meter['account_id'], meter['id'], customer, start, end)[:24]}"
+
+
+def _cursor(value: str, param: str, meter: dict, customer: str, granularity: str) -> int:
+    prefix = summary_id(meter, customer, granularity, 0, 0)[:19]
+    try:
+        if not value.startswith(prefix):
+            raise ValueError
+        return int(value[19:], 16)
+    except ValueError:
+        raise invalid(f"Invalid {param}: '{value}' is not a summary of this query.", param) from None
+
+
+def aggregated_value(formula: str, bucket: Bucket) -> Decimal | int:
+    if formula == "count":
+        return bucket.count
+    if formula == "last":
+        return bucket.last[2] if bucket.last else Decimal(0)
+    return bucket.total
+
+
+def _summary(meter: dict, customer: str, granularity: str, start: int, end: int, bucket: Bucket) -> dict:
+    return {
+        "id": summary_id(meter, customer, granularity, start, end),
+        "object": "billing.meter_event_summary",
+        "aggregated_value": aggregated_value(meter["formula"], bucket),
+        "end_time": end,
+        "livemode": bool(meter["livemode"]),
+        "meter": meter["id"],
+        "start_time": start,
+    }
+
+
+def cover(start: int, end: int) -> list[tuple[str, int]]:
+    """The fewest day/hour/minute windows that tile [start, end) (both whole minutes)."""
+    windows, t = [], start
+    while t < end:
+        for granularity in ("D", "H", "M"):
+            size = GRANULARITY[granularity]
+            if t % size == 0 and t + size <= end:
+                windows.append((granularity, t))
+                t += size
+                break
+    return windows
+
+
+def total(account_id: str, meter_id: str, customer: str, start: int, end: int) -> Bucket:
+    """The aggregates of [start, end) for one customer, merged from the covering buckets."""
+    pk = bucket_pk(account_id, meter_id, customer)
+    keys = [(pk, bucket_sk(g, t)) for g, t in cover(start, end)]
+    merged = Bucket()
+    for item in store.batch_get(settings().rollups_table, keys).values():
+        merged.merge(Bucket.from_item(item))
+    return merged
+
+
+def _grouped(meter: dict, spec: SummaryQuery) -> tuple[list[dict], bool]:
+    granularity = WINDOWS[spec.value_grouping_window]
+    size = GRANULARITY[granularity]
+    low, high = spec.start_time, spec.end_time - size
+    forward = spec.ending_before is not None
+    if spec.starting_after:
+        high = min(
+            high, _cursor(spec.starting_after, "starting_after", meter, spec.customer, granularity) - size
+        )
+    if spec.ending_before:
+        low = max(low, _cursor(spec.ending_before, "ending_before", meter, spec.customer, granularity) + size)
+    if low > high:
+        return [], False
+    pk = bucket_pk(meter["account_id"], meter["id"], spec.customer)
+    items = store.query(
+        settings().rollups_table, pk, bucket_sk(granularity, low), bucket_sk(granularity, high), forward
+    )
+    picked, has_more = [], False
+    for item in items:
+        if int(item["cnt"]) <= 0:
+            continue
+        if len(picked) == spec.limit:
+            has_more = True
+            break
+        start = int(item["sk"].split("#")[1])
+        picked.append(
+            _summary(meter, spec.customer, granularity, start, start + size, Bucket.from_item(item))
+        )
+    if forward:
+        picked.reverse()
+    return picked, has_more
+
+
+def list_summaries(who: Principal, meter_id: str, params: dict) -> dict:
+    meter = meters.load(who, meter_id)
+    spec: SummaryQuery = wire.validate(SummaryQuery, params)
+    _check(spec)
+    url = f"/v1/billing/meters/{meter_id}/event_summaries"
+    if spec.value_grouping_window:
+        data, has_more = _grouped(meter, spec)
+        return wire.list_object(url, data, has_more)
+    bucket = total(who.account_id, meter["id"], spec.customer, spec.start_time, spec.end_time)
+    return wire.list_object(
+        url, [_summary(meter, spec.customer, "", spec.start_time, spec.end_time, bucket)], False
+    )
