@@ -69,14 +69,20 @@ class _CheapBackup:
         from moto.dynamodb.models.table import Table
 
         if type(obj) is Table:
-            return _backup(obj)
+            if id(obj) not in _backups:
+                _backups[id(obj)] = _backup(obj)
+            return _backups[id(obj)]
         return self._real.deepcopy(obj, memo)
 
 
 _updating: list[tuple[str, dict]] = []  # (table, key) of each Update in the running transaction
 
 
+_backups: dict[int, object] = {}  # moto backs a table up once per transaction item: copy it once
+
+
 def _note_updates(transact_items: list[dict]) -> None:
+    _backups.clear()
     _updating[:] = [
         (op["TableName"], op["Key"]) for entry in transact_items for t, op in entry.items() if t == "Update"
     ]

@@ -1,0 +1,222 @@
+"""Invariant 1, property-based: whatever happens, every summary equals the stored events.
+
+Hypothesis draws sequences of meter events (sum, count and last; raw and pre-aggregated;
+negative values, duplicate identifiers, out-of-order timestamps), cancellations, and
+stream deliveries with faults: a batch that fails before or after its writes, a batch
+delivered twice, a batch that reports a failed record midway (Lambda then retries from
+it) with or without having applied the rest. The oracle recomputes every summary from
+the events table itself (raw events and pre-aggregation slots that still count).
+"""
+
+import threading
+import uuid
+from collections import defaultdict
+from decimal import Decimal
+
+import boto3
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from metering import adjustments, aggregate, ingest, meter_lookup, meters, summaries
+from metering.accounts import Principal
+from metering.errors import StripeError
+from metering.store import from_item
+from tests.integration.test_aggregate import BASE, DAY, HOUR
+from tests.streams import stream_pump
+
+METERS = [
+    ("sum", None),
+    ("count", None),
+    ("last", None),
+    ("sum", "hour"),
+    ("last", "day"),
+]
+CUSTOMERS = ["cus_a", "cus_a#b", "cus_ü"]
+FAULTS = ["ok", "raise_before", "raise_after", "twice", "partial", "partial_applied"]
+RANGE = (BASE, BASE + 3 * DAY)
+
+send = st.tuples(
+    st.just("send"),
+    st.integers(0, len(METERS) - 1),
+    st.sampled_from(CUSTOMERS),
+    st.integers(0, 2 * DAY - 1),  # timestamps in any order, often sharing windows
+    st.decimals(min_value=-50, max_value=100, places=2, allow_nan=False, allow_infinity=False),
+    st.integers(0, 40),  # identifier: small pool, so duplicates happen
+)
+cancel = st.tuples(st.just("cancel"), st.integers(0, len(METERS) - 1), st.integers(0, 40))
+settle = st.tuples(st.just("settle"))
+steps = st.lists(st.one_of(send, send, send, cancel, settle), min_size=1, max_size=40)
+faults = st.lists(st.sampled_from(FAULTS), max_size=30)
+
+
+def faulty(plan: list[str]):
+    """The aggregate function as Lambda may run it: failing, repeating, half-applying."""
+    kinds = iter(plan)
+
+    def invoke(event):
+        records = event["Records"]
+        kind = next(kinds, "ok")
+        middle = len(records) // 2
+        failed_midway = {
+            "batchItemFailures": [{"itemIdentifier": records[middle]["dynamodb"]["SequenceNumber"]}]
+        }
+        if kind == "raise_before":
+            raise RuntimeError("injected: failed before writing")
+        if kind == "partial" and middle:
+            aggregate.handle_batch(records[:middle])  # the first half only; Lambda retries from the middle
+            return failed_midway
+        result = aggregate.handle_batch(records)
+        if kind == "raise_after":
+            raise RuntimeError("injected: failed after writing")
+        if kind == "twice":
+            return aggregate.handle_batch(records)
+        if kind == "partial_applied" and middle and not result["batchItemFailures"]:
+            return failed_midway  # all applied, yet Lambda redelivers from the middle
+        return result
+
+    return invoke
+
+
+def oracle(aws, account_id: str) -> dict:
+    """(meter id, customer) -> [(ts, seq, value)] of the stored events that count."""
+    counted = defaultdict(list)
+    scan = boto3.client("dynamodb").get_paginator("scan")
+    for page in scan.paginate(TableName=aws.tables["EventsTable"]):
+        for item in map(from_item, page["Items"]):
+            if item["acct"] == account_id and item["t"] in ("raw", "slot") and item["st"] == "ok":
+                value = Decimal(item["v"]) if item.get("v") is not None else Decimal(0)
+                counted[(item["mid"], item["cust"])].append((int(item["ts"]), item["seq"], value))
+    return counted
+
+
+def expected(formula: str, events: list) -> Decimal | int:
+    if formula == "count":
+        return len(events)
+    if formula == "last":
+        return max(events)[2] if events else Decimal(0)
+    return sum((e[2] for e in events), Decimal(0))
+
+
+def grouped(who, meter_id, customer, window) -> list:
+    params = {
+        "customer": customer,
+        "start_time": str(RANGE[0]),
+        "end_time": str(RANGE[1]),
+        "value_grouping_window": window,
+        "limit": "100",
+    }
+    return summaries.list_summaries(who, meter_id, params)["data"]
+
+
+def check_summaries(aws, who, created) -> None:
+    truth = oracle(aws, who.account_id)
+    for (formula, _), m in zip(METERS, created, strict=True):
+        for customer in CUSTOMERS:
+            events = truth.get((m["id"], customer), [])
+            params = {"customer": customer, "start_time": str(RANGE[0]), "end_time": str(RANGE[1])}
+            (whole,) = summaries.list_summaries(who, m["id"], params)["data"]
+            assert whole["aggregated_value"] == expected(formula, events), (formula, customer)
+            for window, size in (("hour", HOUR), ("day", DAY)):
+                by_window = defaultdict(list)
+                for e in events:
+                    by_window[e[0] - e[0] % size].append(e)
+                want = [
+                    (start, expected(formula, by_window[start])) for start in sorted(by_window, reverse=True)
+                ]
+                got = [
+                    (s["start_time"], s["aggregated_value"]) for s in grouped(who, m["id"], customer, window)
+                ]
+                assert got == want, (formula, customer, window)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=steps, plan=faults)
+def test_summaries_equal_the_stored_events_under_any_delivery(aws, steps, plan):
+    meter_lookup.forget()
+    who = Principal(f"acct_{uuid.uuid4().hex[:12]}", False)
+    created = [
+        meters.create(
+            who,
+            {
+                "display_name": f"m{i}",
+                "event_name": f"e{i}",
+                "default_aggregation": {"formula": formula},
+                **({"event_time_window": window} if window else {}),
+            },
+        )
+        for i, (formula, window) in enumerate(METERS)
+    ]
+    pump = stream_pump(aws, faulty(plan))
+    for step in steps:
+        if step[0] == "send":
+            _, index, customer, offset, value, ident = step
+            payload = {"stripe_customer_id": customer, "value": str(value)}
+            params = {"event_name": f"e{index}", "timestamp": str(BASE + offset), "identifier": f"id{ident}"}
+            try:
+                ingest.create_v1(who, {**params, "payload": payload})
+            except StripeError as exc:
+                assert exc.code == "duplicate_identifier"
+        elif step[0] == "cancel":
+            _, index, ident = step
+            try:
+                adjustments.create_v1(
+                    who, {"event_name": f"e{index}", "cancel": {"identifier": f"id{ident}"}}
+                )
+            except StripeError as exc:
+                assert exc.param in ("cancel[identifier]", "event_name")
+        else:
+            pump.settle()
+    pump.settle()
+    check_summaries(aws, who, created)
+
+
+def test_concurrent_shards_on_the_same_buckets_stay_exact(aws):
+    """Two consumers (as two shards would) apply interleaved records to the same buckets."""
+    who = Principal("acct_shards", False)
+    m = meters.create(
+        who, {"display_name": "m", "event_name": "e", "default_aggregation": {"formula": "last"}}
+    )
+    for i in range(120):
+        payload = {"stripe_customer_id": "cus_a", "value": str(i % 7)}
+        ingest.create_v1(
+            who,
+            {"event_name": "e", "timestamp": str(BASE + i * 37), "identifier": f"i{i}", "payload": payload},
+        )
+    for i in range(0, 120, 3):
+        adjustments.create_v1(who, {"event_name": "e", "cancel": {"identifier": f"i{i}"}})
+    records = []
+    pump = stream_pump(aws, lambda event: records.extend(event["Records"]) or {"batchItemFailures": []})
+    pump.settle()
+    by_item = defaultdict(list)
+    for r in records:
+        by_item[r["dynamodb"]["Keys"]["pk"]["S"]].append(r)
+    shards: list[list] = [[], []]  # an item's changes stay in order within one shard, as in DynamoDB
+    for n, changes in enumerate(by_item.values()):
+        shards[n % 2].extend(changes)
+
+    def run(shard):
+        for start in range(0, len(shard), 10):
+            assert aggregate.handle_batch(shard[start : start + 10]) == {"batchItemFailures": []}
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in shards]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    events = oracle(aws, who.account_id)[(m["id"], "cus_a")]
+    params = {
+        "customer": "cus_a",
+        "start_time": str(RANGE[0]),
+        "end_time": str(RANGE[1]),
+        "value_grouping_window": "hour",
+        "limit": "100",
+    }
+    got = [
+        (s["start_time"], s["aggregated_value"])
+        for s in summaries.list_summaries(who, m["id"], params)["data"]
+    ]
+    by_window = defaultdict(list)
+    for e in events:
+        by_window[e[0] - e[0] % HOUR].append(e)
+    assert got == [(s, expected("last", by_window[s])) for s in sorted(by_window, reverse=True)]
+    assert all(shards)
