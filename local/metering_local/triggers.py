@@ -2,7 +2,7 @@
 
 import threading
 
-from metering_local import stream_trigger
+from metering_local import s3_trigger, stream_trigger
 from metering_local.lambda_runtime import Runtime
 from metering_local.template import Template
 
@@ -11,4 +11,7 @@ def start_triggers(
     template: Template, runtime: Runtime, names, stop: threading.Event
 ) -> list[threading.Thread]:
     """Start one poller per stream or S3 trigger declared in the template."""
-    return stream_trigger.start(template, runtime, names, stop)
+    return [
+        *stream_trigger.start(template, runtime, names, stop),
+        *s3_trigger.start(template, runtime, names, stop),
+    ]

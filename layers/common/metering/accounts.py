@@ -71,7 +71,8 @@ def create_key(
     hashed = digest(secret)
     now = int(time.time())
     table = settings().main_table
-    store.put_new(table, {"pk": key("ACCT", account_id), "sk": "ACCOUNT", "id": account_id, "created": now})
+    account = {"pk": key("ACCT", account_id), "sk": "ACCOUNT", "id": account_id, "created": now}
+    store.put_new(table, account | {"livemode": livemode_of(secret)})
     item = {
         "pk": key("KEY", hashed),
         "sk": "KEY",

@@ -30,7 +30,14 @@ def s3():
     return boto3.client("s3")
 
 
+@cache
+def lambda_():
+    import boto3
+
+    return boto3.client("lambda")
+
+
 def reset() -> None:
     """Forget cached clients (tests switch endpoints between sessions)."""
-    for factory in (dynamodb, events, s3):
+    for factory in (dynamodb, events, s3, lambda_):
         factory.cache_clear()

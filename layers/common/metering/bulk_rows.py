@@ -1,0 +1,146 @@
+"""Rows of a bulk upload file, read as a stream: CSV, JSON array or JSON Lines.
+
+Each reader yields (row number, fields) with fields shaped like a v1 meter event
+(`event_name`, `timestamp`, optional `identifier`, `payload`), or raises `FileProblem`
+when the file as a whole can't be read. Memory stays flat whatever the file size.
+"""
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from typing import IO
+
+CHUNK = 1 << 16
+REQUIRED_COLUMNS = ("event_name", "timestamp")
+FORMATS = (".csv", ".json", ".jsonl")
+
+
+class FileProblem(Exception):
+    """The whole file fails (status `failed`), with a reason for the result file."""
+
+
+def file_format(key: str) -> tuple[str, bool]:
+    """(".csv" | ".json" | ".jsonl", gzip?) from the object key, or FileProblem."""
+    name = key.lower()
+    gz = name.endswith(".gz")
+    if gz:
+        name = name[:-3]
+    for fmt in FORMATS:
+        if name.endswith(fmt):
+            return fmt, gz
+    raise FileProblem(f"Unsupported file extension for {key}: use .csv, .json or .jsonl, optionally .gz.")
+
+
+def rows(stream: IO[bytes], fmt: str) -> Iterator[tuple[int, object]]:
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="" if fmt == ".csv" else None)
+    try:
+        if fmt == ".csv":
+            yield from csv_rows(text)
+        elif fmt == ".jsonl":
+            yield from jsonl_rows(text)
+        else:
+            yield from json_array_rows(text)
+    except UnicodeDecodeError as exc:
+        raise FileProblem(f"The file is not UTF-8 text: {exc.reason}.") from exc
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        raise FileProblem(f"The file could not be read: {exc}.") from exc
+
+
+def csv_rows(text: IO[str]) -> Iterator[tuple[int, object]]:
+    reader = csv.reader(text)
+    header = next(reader, None)
+    if not header:
+        raise FileProblem("The file is empty.")
+    header = [h.strip() for h in header]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if not any(h.startswith("payload_") for h in header):
+        missing.append("payload_<key>")
+    if missing:
+        raise FileProblem(f"Missing mandatory column(s): {', '.join(missing)}.")
+    for number, cells in enumerate(reader, start=1):
+        if not any(c.strip() for c in cells):
+            continue
+        if len(cells) != len(header):
+            yield number, f"Row has {len(cells)} cells; the header has {len(header)}."
+            continue
+        fields: dict = {"payload": {}}
+        for name, cell in zip(header, cells, strict=True):
+            if name.startswith("payload_"):
+                if cell != "":
+                    fields["payload"][name[len("payload_") :]] = cell
+            elif cell != "":
+                fields[name] = cell
+        yield number, fields
+
+
+def jsonl_rows(text: IO[str]) -> Iterator[tuple[int, object]]:
+    seen = False
+    for number, line in enumerate(text, start=1):
+        if not line.strip():
+            continue
+        seen = True
+        try:
+            yield number, json.loads(line, parse_float=str, parse_int=str)
+        except json.JSONDecodeError as exc:
+            yield number, f"Invalid JSON: {exc.msg}."
+    if not seen:
+        raise FileProblem("The file is empty.")
+
+
+def json_array_rows(text: IO[str]) -> Iterator[tuple[int, object]]:
+    """Elements of a top-level JSON array, decoded one at a time from a sliding buffer."""
+    decoder = json.JSONDecoder(parse_float=str, parse_int=str)
+    buffer, pos, number = "", 0, 0
+    eof = False
+
+    def fill() -> None:
+        nonlocal buffer, pos, eof
+        chunk = text.read(CHUNK)
+        eof = not chunk
+        buffer = buffer[pos:] + chunk
+        pos = 0
+
+    def skip_space() -> None:
+        nonlocal pos
+        while True:
+            while pos < len(buffer) and buffer[pos] in " \t\r\n":
+                pos += 1
+            if pos < len(buffer) or eof:
+                return
+            fill()
+
+    fill()
+    skip_space()
+    if pos >= len(buffer):
+        raise FileProblem("The file is empty.")
+    if buffer[pos] != "[":
+        raise FileProblem("A .json file must hold one JSON array of meter events.")
+    pos += 1
+    expect_value = True
+    while True:
+        skip_space()
+        if pos >= len(buffer):
+            raise FileProblem("The JSON array is not closed.")
+        if buffer[pos] == "]":
+            return
+        if not expect_value:
+            if buffer[pos] != ",":
+                raise FileProblem(f"Invalid JSON after element {number}.")
+            pos += 1
+            expect_value = True
+            continue
+        while True:
+            try:
+                value, end = decoder.raw_decode(buffer, pos)
+                if end == len(buffer) and not eof:
+                    raise ValueError("may continue")  # a number could go on in the next chunk
+                break
+            except ValueError:
+                if eof:
+                    raise FileProblem(f"Invalid JSON in element {number + 1}.") from None
+                fill()
+        number += 1
+        pos = end
+        expect_value = False
+        yield number, value
