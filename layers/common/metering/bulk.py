@@ -36,6 +36,7 @@ from metering.observability import logger
 
 UPLOADS, RESULTS = "uploads/", "results/"
 BATCH_ROWS = 500
+WRITERS = 64  # concurrent conditional writes per batch (the client pool holds 64 connections)
 CHECKPOINT_ROWS = 5000
 LOW_TIME_MS = 120_000
 LEASE_SECONDS = 960
@@ -192,7 +193,7 @@ def _check_rows(upload: Upload, livemode: bool, batch: list, segment: Segment) -
 
 
 def _write(accepted: list, sources: list, segment: Segment) -> None:
-    results = event_store.record_many(accepted, sources=sources)
+    results = event_store.record_many(accepted, workers=WRITERS, sources=sources)
     for event, source, result in zip(accepted, sources, results, strict=True):
         if isinstance(result, Rejected):
             fields = {"identifier": event.identifier, "event_name": event.event_name}

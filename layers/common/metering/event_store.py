@@ -14,6 +14,7 @@ Items (table EVENTS_TABLE, every key starts with the account):
 The aggregate function reads this table's stream; nothing here touches rollups.
 """
 
+import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -183,5 +184,10 @@ def record_many(
     pairs = list(zip(events, tags, strict=True))
     if len(pairs) <= 1:
         return [one(p) for p in pairs]
-    with ThreadPoolExecutor(max_workers=min(workers, len(pairs))) as pool:
-        return list(pool.map(one, pairs))
+    return list(_pool(workers).map(one, pairs))
+
+
+@functools.cache
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """Writer threads kept for the life of the (warm) Lambda instead of started per request."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="event-writer")

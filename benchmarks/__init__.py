@@ -1,0 +1,1 @@
+"""`make bench`: figures for cost per event, cold start, query cost and bulk throughput."""
