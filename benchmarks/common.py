@@ -55,7 +55,7 @@ def moto_account():
     os.environ.pop("AWS_ENDPOINT_URL", None)
     from moto import mock_aws
 
-    from metering import aws, config, meter_lookup
+    from metering import aws, config
     from metering_local import aws_endpoint, moto_atomic
     from metering_local.template import Template
 
@@ -67,7 +67,6 @@ def moto_account():
         os.environ["UPLOAD_BUCKET"] = "metering-uploads"
         config.settings.cache_clear()
         aws.reset()
-        meter_lookup.forget()
         yield names
         config.settings.cache_clear()
         aws.reset()

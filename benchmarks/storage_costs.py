@@ -35,7 +35,7 @@ def _measure(action) -> Calls:
 def run() -> list:
     import threading
 
-    from metering import adjustments, aggregate, meter_lookup
+    from metering import adjustments, aggregate
     from metering.accounts import Principal
     from metering_local.stream_trigger import Mapping, StreamPoller
 
@@ -46,7 +46,6 @@ def run() -> list:
         who = Principal("acct_bench", False)
         _meter(who, "raw")
         _meter(who, "pre", event_time_window="hour")
-        meter_lookup.forget()
         _send(who, "raw", "warm", base)  # warm the meter cache like a busy Lambda
         raw = _measure(lambda: [_send(who, "raw", f"r{i}", base + i) for i in range(100)])
         figures.append(
@@ -148,7 +147,7 @@ def summary_reads(who, base) -> list:
                 image = {
                     "t": "raw",
                     "st": "ok",
-                    "acct": who.account_id,
+                    "scope": who.scope,
                     "mid": meter["id"],
                     "cust": "cus_busy",
                     "ts": today - 30 * DAY + (i % 10) * 3 * DAY + (i * 7919) % DAY,

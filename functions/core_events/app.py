@@ -9,12 +9,12 @@ app = api.build_app()
 
 @app.get("/v2/core/events")
 def list_events():
-    return api.ok(notifications.list_page(api.principal(app).account_id, api.params(app)))
+    return api.ok(notifications.list_page(api.principal(app).scope, api.params(app)))
 
 
 @app.get("/v2/core/events/<event_id>")
 def retrieve_event(event_id: str):
-    event = notifications.get_event(api.principal(app).account_id, event_id)
+    event = notifications.get_event(api.principal(app).scope, event_id)
     if event is None:
         raise not_found(f"No such event: '{event_id}'")
     return api.ok(event)

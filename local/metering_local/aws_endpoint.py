@@ -2,7 +2,7 @@
 the tables, bucket and event bus of template.yaml."""
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import boto3
 from botocore.exceptions import ClientError
@@ -19,6 +19,7 @@ class Names:
     tables: dict[str, str]
     bucket: str | None
     buses: dict[str, str]
+    queues: dict[str, str] = field(default_factory=dict)  # logical id -> queue URL (what Ref gives)
 
     def resolve(self, value, parameters: dict):
         if isinstance(value, dict) and "Ref" in value:
@@ -26,6 +27,7 @@ class Names:
             return (
                 self.tables.get(ref)
                 or self.buses.get(ref)
+                or self.queues.get(ref)
                 or parameters.get(ref)
                 or (self.bucket if ref.endswith("Bucket") else ref)
             )
@@ -102,6 +104,9 @@ def provision(template: Template, bucket: str | None, prefix: str = "") -> Names
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ResourceAlreadyExistsException":
                 raise
+    sqs = boto3.client("sqs")
+    for logical in template.of_type("AWS::SQS::Queue"):
+        names.queues[logical] = sqs.create_queue(QueueName=prefix + logical)["QueueUrl"]
     return names
 
 

@@ -9,6 +9,7 @@ import base64
 import json
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
@@ -167,15 +168,17 @@ def make_server(gateway: Gateway, host: str, port: int, extra_get: dict | None =
 def openapi_document(runtime: Runtime) -> dict:
     """One OpenAPI document merged from every API function's Powertools resolver."""
     merged: dict = {"openapi": "3.0.3", "info": {"title": "Metering API", "version": "1"}, "paths": {}}
-    for pool in runtime.pools.values():
-        handler = pool._acquire()
-        try:
-            app = getattr(__import__("sys").modules[handler.__module__], "app", None)
-            if app is not None and hasattr(app, "get_openapi_schema"):
-                schema = json.loads(app.get_openapi_json_schema())
-                for path, spec in schema.get("paths", {}).items():
-                    merged["paths"].setdefault(path, {}).update(spec)
-                merged.setdefault("components", {}).update(schema.get("components", {}))
-        finally:
-            pool._idle.put(handler)
+    pools = [
+        pool
+        for pool in runtime.pools.values()
+        if any(event.get("Type") == "Api" for event in pool.fn.events.values())
+    ]
+    with ThreadPoolExecutor(max(1, len(pools))) as executor:  # each in one of its function's instances
+        texts = list(executor.map(lambda pool: pool.openapi_json(), pools))
+    for text in texts:
+        if text is not None:
+            schema = json.loads(text)
+            for path, spec in schema.get("paths", {}).items():
+                merged["paths"].setdefault(path, {}).update(spec)
+            merged.setdefault("components", {}).update(schema.get("components", {}))
     return merged

@@ -18,13 +18,13 @@ log = logging.getLogger("metering_local.s3")
 RETRIES = 2
 
 
-def notification(bucket: str, obj: dict) -> dict:
+def notification(bucket: str, obj: dict, region: str = "us-east-1") -> dict:
     return {
         "Records": [
             {
                 "eventVersion": "2.1",
                 "eventSource": "aws:s3",
-                "awsRegion": "us-east-1",
+                "awsRegion": region,
                 "eventTime": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
                 "eventName": "ObjectCreated:Put",
                 "s3": {
@@ -81,7 +81,7 @@ class BucketPoller(threading.Thread):
             for obj in page.get("Contents", []):
                 if (obj["Key"], obj["ETag"]) not in self.seen:
                     self.seen.add((obj["Key"], obj["ETag"]))
-                    deliver(self.invoke, notification(self.bucket, obj))
+                    deliver(self.invoke, notification(self.bucket, obj, self.s3.meta.region_name))
 
 
 def _prefix(props: dict) -> str:

@@ -6,7 +6,7 @@ from decimal import Decimal
 import boto3
 import pytest
 
-from metering import adjustments, clock, ingest, meter_lookup, meters, summaries
+from metering import adjustments, clock, ingest, meters, summaries
 from metering.accounts import Principal
 from metering.errors import StripeError
 from tests.conftest import sample_event
@@ -18,7 +18,6 @@ A = Principal("acct_a", False)
 
 @pytest.fixture(autouse=True)
 def fresh_cache():
-    meter_lookup.forget()
     yield
     clock.shift(0)
 
@@ -51,7 +50,7 @@ def stored(aws, identifier) -> dict:
     from metering.event_store import event_key
     from metering.store import from_item
 
-    key = {k: {"S": v} for k, v in event_key("acct_a", identifier).items()}
+    key = {k: {"S": v} for k, v in event_key(A.scope, identifier).items()}
     return from_item(
         boto3.client("dynamodb").get_item(TableName=aws.tables["EventsTable"], Key=key).get("Item")
     )

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from metering import aggregate, clock, ingest, meter_lookup, meters, summaries
+from metering import aggregate, clock, ingest, meters, summaries
 from metering import aws as clients
 from metering.accounts import Principal
 from metering.errors import StripeError
@@ -21,7 +21,6 @@ BASE = TODAY - 3 * DAY  # three UTC days ago, so every event of a test is in the
 
 @pytest.fixture(autouse=True)
 def fresh_cache():
-    meter_lookup.forget()
     yield
     clock.shift(0)
 
@@ -228,7 +227,7 @@ def test_a_31_day_summary_reads_the_same_items_for_10_or_10000_events(aws):
         send(ts(i), "1")
     stream_pump(aws).settle()
     images = [
-        {"t": "raw", "st": "ok", "acct": A.account_id, "mid": large["id"], "cust": "cus_1", "ts": ts(i)}
+        {"t": "raw", "st": "ok", "scope": A.scope, "mid": large["id"], "cust": "cus_1", "ts": ts(i)}
         | {"seq": f"{i:020d}", "ident": f"bulk-{i}", "v": "1"}
         for i in range(10_000)
     ]

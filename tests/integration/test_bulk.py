@@ -9,7 +9,7 @@ import time
 import boto3
 import pytest
 
-from metering import bulk, event_store, meter_lookup, meters, notifications, summaries
+from metering import bulk, event_store, meters, notifications, summaries
 from metering.accounts import Principal, create_key
 from tests.conftest import sample_event
 from tests.streams import stream_pump
@@ -27,7 +27,6 @@ def local_continuations(monkeypatch):
 
 @pytest.fixture
 def who(aws):
-    meter_lookup.forget()
     _, account_id = create_key(secret="sk_test_bulk")
     return Principal(account_id, False)
 
@@ -82,7 +81,7 @@ def usage(aws, who, meter, customer="cus_1"):
 
 
 def event_types(who) -> list[str]:
-    return [e["type"] for e in notifications.list_events(who.account_id, 100, None)[0]]
+    return [e["type"] for e in notifications.list_events(who.scope, 100, None)[0]]
 
 
 def csv_body(

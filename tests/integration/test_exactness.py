@@ -1,8 +1,11 @@
 """Invariant 1, property-based: whatever happens, every summary equals the stored events.
 
 Hypothesis draws sequences of meter events (sum, count and last; raw and pre-aggregated;
-negative values, duplicate identifiers, out-of-order timestamps), cancellations, and
-stream deliveries with faults: a batch that fails before or after its writes, a batch
+negative values, duplicate identifiers, out-of-order timestamps, customer ids and
+identifiers of 100 four-byte characters with `#` and `%` in them), cancellations, v2
+stream requests whose writes fail (before writing, or after writing with the answer lost;
+the client retries a request that fails, as the SDK does), and stream deliveries with
+faults: a batch that fails before or after its writes, a batch
 delivered twice, a batch that reports a failed record midway (Lambda then retries from
 it) with or without having applied the rest. The oracle recomputes every summary from
 the events table itself (raw events and pre-aggregation slots that still count).
@@ -17,7 +20,7 @@ import boto3
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metering import adjustments, aggregate, ingest, meter_lookup, meters, summaries
+from metering import adjustments, aggregate, ingest, meters, summaries
 from metering.accounts import Principal
 from metering.errors import StripeError
 from metering.store import from_item
@@ -31,7 +34,8 @@ METERS = [
     ("sum", "hour"),
     ("last", "day"),
 ]
-CUSTOMERS = ["cus_a", "cus_a#b", "cus_ü"]
+WIDE = "\U0001d518"  # 4 bytes of UTF-8
+CUSTOMERS = ["cus_a", "cus_a#b", "cus_ü", (WIDE * 98 + "#%")[:100]]
 FAULTS = ["ok", "raise_before", "raise_after", "twice", "partial", "partial_applied"]
 RANGE = (BASE, BASE + 3 * DAY)
 
@@ -45,7 +49,16 @@ send = st.tuples(
 )
 cancel = st.tuples(st.just("cancel"), st.integers(0, len(METERS) - 1), st.integers(0, 40))
 settle = st.tuples(st.just("settle"))
-steps = st.lists(st.one_of(send, send, send, cancel, settle), min_size=1, max_size=40)
+stream_event = st.tuples(
+    st.integers(0, len(METERS) - 1),
+    st.sampled_from(CUSTOMERS),
+    st.integers(0, 2 * DAY - 1),
+    st.decimals(min_value=-50, max_value=100, places=2, allow_nan=False, allow_infinity=False),
+    st.integers(0, 5),  # write failures before it is stored (the store retries 3 times)
+    st.booleans(),  # True: the first failing write happened, only its answer was lost
+)
+stream = st.tuples(st.just("stream"), st.lists(stream_event, min_size=1, max_size=5))
+steps = st.lists(st.one_of(send, send, send, cancel, settle, stream), min_size=1, max_size=40)
 faults = st.lists(st.sampled_from(FAULTS), max_size=30)
 
 
@@ -77,13 +90,88 @@ def faulty(plan: list[str]):
     return invoke
 
 
-def oracle(aws, account_id: str) -> dict:
+def identifier(n: int) -> str:
+    """Short identifiers, and some of 100 four-byte characters with separators in them."""
+    return f"id{n}" if n % 3 else (WIDE * 97 + "#%")[: 100 - len(str(n))] + str(n)
+
+
+class WriteFaults:
+    """event_store.record failing for chosen stream events: before writing, or after."""
+
+    def __init__(self, monkeypatch):
+        from metering import event_store
+
+        self.plan: dict[str, list] = {}
+        self.real = event_store.record
+        monkeypatch.setattr(event_store, "record", self.record)
+
+    def record(self, event, source=None):
+        from botocore.exceptions import ClientError
+
+        plan = self.plan.get(event.payload.get("n"))
+        if plan and plan[0] > 0:
+            plan[0] -= 1
+            if plan[1]:
+                plan[1] = False
+                self.real(event, source)
+            raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "injected"}}, "PutItem")
+        return self.real(event, source)
+
+
+def send_stream(who, faults: WriteFaults, events: list, marker: str) -> dict[str, str]:
+    """One stream request, retried by the client while it fails; marker -> event name."""
+    body, sent = [], {}
+    for k, (index, customer, offset, value, failures, written) in enumerate(events):
+        n = f"{marker}.{k}"
+        faults.plan[n] = [failures, written]
+        payload = {"stripe_customer_id": customer, "value": str(value), "n": n}
+        body.append({"event_name": f"e{index}", "payload": payload, "timestamp": rfc3339(BASE + offset)})
+        sent[n] = f"e{index}"
+    for _ in range(3):
+        try:
+            ingest.stream(who, {"events": body})
+            return sent
+        except StripeError as exc:
+            assert exc.status in (429, 500)
+    raise AssertionError("the stream request kept failing")
+
+
+def rfc3339(ts: int) -> str:
+    from metering.notifications import rfc3339 as fmt
+
+    return fmt(ts)
+
+
+def stream_copies(aws, scope: str) -> dict[str, int]:
+    """How many stored events (raw or pre-aggregated) each stream event marker has."""
+    copies: dict[str, int] = defaultdict(int)
+    scan = boto3.client("dynamodb").get_paginator("scan")
+    for page in scan.paginate(TableName=aws.tables["EventsTable"]):
+        for item in map(from_item, page["Items"]):
+            if item["scope"] == scope and item["t"] in ("raw", "pre") and "n" in item["payload"]:
+                copies[item["payload"]["n"]] += 1
+    return copies
+
+
+def reported_lost(scope: str) -> int:
+    """How many stream events were reported as not stored (error code internal_error)."""
+    from metering import notifications
+
+    lost = 0
+    for event in notifications.list_events(scope, 100, None)[0]:
+        for error_type in ((event.get("data") or {}).get("reason") or {}).get("error_types", []):
+            if error_type["code"] == "internal_error":
+                lost += error_type["error_count"]
+    return lost
+
+
+def oracle(aws, scope: str) -> dict:
     """(meter id, customer) -> [(ts, seq, value)] of the stored events that count."""
     counted = defaultdict(list)
     scan = boto3.client("dynamodb").get_paginator("scan")
     for page in scan.paginate(TableName=aws.tables["EventsTable"]):
         for item in map(from_item, page["Items"]):
-            if item["acct"] == account_id and item["t"] in ("raw", "slot") and item["st"] == "ok":
+            if item["scope"] == scope and item["t"] in ("raw", "slot") and item["st"] == "ok":
                 value = Decimal(item["v"]) if item.get("v") is not None else Decimal(0)
                 counted[(item["mid"], item["cust"])].append((int(item["ts"]), item["seq"], value))
     return counted
@@ -109,7 +197,7 @@ def grouped(who, meter_id, customer, window) -> list:
 
 
 def check_summaries(aws, who, created) -> None:
-    truth = oracle(aws, who.account_id)
+    truth = oracle(aws, who.scope)
     for (formula, _), m in zip(METERS, created, strict=True):
         for customer in CUSTOMERS:
             events = truth.get((m["id"], customer), [])
@@ -131,9 +219,10 @@ def check_summaries(aws, who, created) -> None:
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=steps, plan=faults)
-def test_summaries_equal_the_stored_events_under_any_delivery(aws, steps, plan):
-    meter_lookup.forget()
+def test_summaries_equal_the_stored_events_under_any_delivery(aws, monkeypatch, steps, plan):
     who = Principal(f"acct_{uuid.uuid4().hex[:12]}", False)
+    write_faults = WriteFaults(monkeypatch)
+    streamed: dict[str, str] = {}
     created = [
         meters.create(
             who,
@@ -151,7 +240,11 @@ def test_summaries_equal_the_stored_events_under_any_delivery(aws, steps, plan):
         if step[0] == "send":
             _, index, customer, offset, value, ident = step
             payload = {"stripe_customer_id": customer, "value": str(value)}
-            params = {"event_name": f"e{index}", "timestamp": str(BASE + offset), "identifier": f"id{ident}"}
+            params = {
+                "event_name": f"e{index}",
+                "timestamp": str(BASE + offset),
+                "identifier": identifier(ident),
+            }
             try:
                 ingest.create_v1(who, {**params, "payload": payload})
             except StripeError as exc:
@@ -160,14 +253,19 @@ def test_summaries_equal_the_stored_events_under_any_delivery(aws, steps, plan):
             _, index, ident = step
             try:
                 adjustments.create_v1(
-                    who, {"event_name": f"e{index}", "cancel": {"identifier": f"id{ident}"}}
+                    who, {"event_name": f"e{index}", "cancel": {"identifier": identifier(ident)}}
                 )
             except StripeError as exc:
                 assert exc.param in ("cancel[identifier]", "event_name")
+        elif step[0] == "stream":
+            streamed |= send_stream(who, write_faults, step[1], f"s{len(streamed)}")
         else:
             pump.settle()
     pump.settle()
     check_summaries(aws, who, created)
+    copies, lost = stream_copies(aws, who.scope), reported_lost(who.scope)
+    assert all(copies.get(n, 0) <= 1 for n in streamed)  # never stored twice
+    assert sum(copies.get(n, 0) for n in streamed) == len(streamed) - lost  # missing ones were reported
 
 
 def test_concurrent_shards_on_the_same_buckets_stay_exact(aws):
@@ -203,7 +301,7 @@ def test_concurrent_shards_on_the_same_buckets_stay_exact(aws):
         t.start()
     for t in threads:
         t.join()
-    events = oracle(aws, who.account_id)[(m["id"], "cus_a")]
+    events = oracle(aws, who.scope)[(m["id"], "cus_a")]
     params = {
         "customer": "cus_a",
         "start_time": str(RANGE[0]),

@@ -110,5 +110,5 @@ def test_lifecycle_events_are_recorded(sample_account, handler):
     from metering.notifications import list_events
 
     meter_id = body(handler("MetersFunction", sample_event("create_meter.json")))["id"]
-    events, _ = list_events("acct_sample", 10, None)
+    events, _ = list_events("acct_sample.test", 10, None)
     assert [(e["type"], e["related_object"]["id"]) for e in events] == [("billing.meter.created", meter_id)]

@@ -18,10 +18,20 @@ from metering.errors import unauthorized
 from metering.keys import key
 
 
+def scope_of(account_id: str, livemode: bool) -> str:
+    """The tenancy key of one account in one mode: test and live data never share a key."""
+    return f"{account_id}.{'live' if livemode else 'test'}"
+
+
 @dataclass(frozen=True)
 class Principal:
     account_id: str
     livemode: bool
+
+    @property
+    def scope(self) -> str:
+        """Every storage key of what this caller owns starts with this (account and mode)."""
+        return scope_of(self.account_id, self.livemode)
 
 
 def digest(secret: str) -> str:

@@ -85,7 +85,7 @@ def _write(table: str, item: dict, spec: AdjustmentCreate, now: int) -> None:
     values[":cutoff"] = now - CANCEL_WINDOW_SECONDS
     own = _update(
         table,
-        event_key(item["acct"], spec.cancel.identifier),
+        event_key(item["scope"], spec.cancel.identifier),
         "en = :en AND st = :st AND rcv >= :cutoff",
         values,
     )
@@ -108,7 +108,7 @@ def _write(table: str, item: dict, spec: AdjustmentCreate, now: int) -> None:
 
 def cancel(who: Principal, spec: AdjustmentCreate) -> None:
     table = settings().events_table
-    key = event_key(who.account_id, spec.cancel.identifier)
+    key = event_key(who.scope, spec.cancel.identifier)
     for _ in range(ATTEMPTS):
         now = int(clock.now())
         item = store.get(table, key["pk"], key["sk"], consistent=True)

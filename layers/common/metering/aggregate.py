@@ -10,18 +10,21 @@ whose latest event stops counting are recomputed from the ledger (strongly consi
 query), which is how a `last` meter falls back to the previous event.
 """
 
+import json
+import os
 import random
 import time
 from dataclasses import dataclass
 from decimal import Decimal
-from urllib.parse import unquote
 
+from aws_lambda_powertools.metrics import MetricUnit
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
 from metering import aws, store
 from metering.config import settings
-from metering.observability import logger
+from metering.keys import unpart
+from metering.observability import logger, metrics
 from metering.rollups import (
     COUNTED,
     GRANULARITY,
@@ -33,6 +36,7 @@ from metering.rollups import (
     ledger_pk,
     ledger_sk,
 )
+from metering.values import exact
 from metering.wire import format_decimal
 
 MAX_TRANSACTION_ITEMS = 100
@@ -45,7 +49,7 @@ _de = TypeDeserializer()
 
 @dataclass(frozen=True)
 class Contribution:
-    account_id: str
+    scope: str
     meter_id: str
     customer: str
     ts: int
@@ -56,12 +60,12 @@ class Contribution:
     @property
     def ledger_key(self) -> tuple[str, str]:
         day = floor(self.ts, GRANULARITY["D"])
-        return ledger_pk(self.account_id, self.meter_id, self.customer, day), ledger_sk(
+        return ledger_pk(self.scope, self.meter_id, self.customer, day), ledger_sk(
             self.ts, self.seq, self.identifier
         )
 
     def bucket_keys(self) -> list[tuple[str, str]]:
-        pk = bucket_pk(self.account_id, self.meter_id, self.customer)
+        pk = bucket_pk(self.scope, self.meter_id, self.customer)
         return [(pk, bucket_sk(g, floor(self.ts, size))) for g, size in GRANULARITY.items()]
 
 
@@ -83,7 +87,7 @@ def contribution(image: dict | None) -> Contribution | None:
         return None
     value = Decimal(image["v"]) if image.get("v") is not None else Decimal(0)
     return Contribution(
-        image["acct"], image["mid"], image["cust"], int(image["ts"]), image["seq"], image["ident"], value
+        image["scope"], image["mid"], image["cust"], int(image["ts"]), image["seq"], image["ident"], value
     )
 
 
@@ -123,14 +127,62 @@ def _chunks(records: list[dict]) -> list[tuple[list[str], list[Op]]]:
 
 
 def handle_batch(records: list[dict]) -> dict:
-    """Apply a stream batch; report the first record of a chunk that could not be applied."""
+    """Apply a stream batch; report the first record of a chunk that could not be applied.
+
+    A chunk that fails for a reason other than contention or throttling is applied again
+    one record at a time, so a poison record (one DynamoDB refuses whatever is retried) is
+    isolated: it is reported (log, metric, the poison queue) and skipped, and the other
+    records of its chunk and batch, other tenants' included, are applied as usual.
+    """
+    by_id = {r["dynamodb"]["SequenceNumber"]: r for r in records}
     for ids, ops in _chunks(records):
         try:
             _apply_with_retries(ops)
-        except Exception:
-            logger.exception("rollup chunk failed", extra={"first_sequence_number": ids[0]})
-            return {"batchItemFailures": [{"itemIdentifier": ids[0]}]}
+        except Exception as exc:
+            failed = ids[0] if _transient(exc) else _one_by_one(ids, by_id)
+            if failed is not None:
+                logger.exception("rollup chunk failed", extra={"sequence_number": failed})
+                return {"batchItemFailures": [{"itemIdentifier": failed}]}
     return {"batchItemFailures": []}
+
+
+def _transient(exc: Exception) -> bool:
+    """Failures that a later retry of the same records can get past."""
+    if isinstance(exc, ClientError):
+        return store.error_code(exc) in ("TransactionCanceledException", *store.RETRYABLE) and not any(
+            r.get("Code") == "ValidationError" for r in exc.response.get("CancellationReasons") or []
+        )
+    return isinstance(exc, OSError | TimeoutError)
+
+
+def _one_by_one(ids: list[str], by_id: dict[str, dict]) -> str | None:
+    """Apply records singly; returns the first one that failed transiently (None if none did)."""
+    for record_id in ids:
+        try:
+            _apply_with_retries(operations(by_id[record_id]))
+        except Exception as exc:
+            if _transient(exc) or not _poison(by_id[record_id], exc):
+                return record_id
+    return None
+
+
+def _poison(record: dict, exc: Exception) -> bool:
+    """Report a record that cannot be applied; True once it is safely reported."""
+    logger.error(
+        "poison stream record skipped",
+        extra={"sequence_number": record["dynamodb"]["SequenceNumber"], "error": repr(exc)},
+    )
+    metrics.add_metric(name="RollupPoisonRecords", unit=MetricUnit.Count, value=1)
+    url = os.environ.get("POISON_QUEUE_URL")
+    if not url:
+        return True
+    try:
+        body = json.dumps({"error": repr(exc), "record": record}, default=str)
+        aws.sqs().send_message(QueueUrl=url, MessageBody=body[:250_000])
+    except Exception:
+        logger.exception("could not report a poison record")
+        return False  # keep it in the stream: retried, then Lambda's on-failure destination
+    return True
 
 
 def _apply_with_retries(ops: list[Op]) -> None:
@@ -212,7 +264,8 @@ def _add(buckets: dict, what: Contribution, sign: int) -> set:
     stale = set()
     for k in what.bucket_keys():
         bucket = buckets[k]
-        bucket.total += sign * what.value
+        with exact():
+            bucket.total += sign * what.value
         bucket.count += sign
         bucket.dirty = True
         position = (what.ts, what.seq)
@@ -233,11 +286,11 @@ def _latest_counted(
     """The latest event still counting in a bucket's window: the ledger as stored, with this
     chunk's pending changes (ledger key -> (state, value)) laid over it."""
     pk, sk = bucket_key
-    _, account_id, meter_id, customer = pk.split("#", 3)
+    _, scope, meter_id, customer = pk.split("#", 3)
     granularity, start_text = sk.split("#")
     start = int(start_text)
     low, high = f"{start:010d}", f"{start + GRANULARITY[granularity] - 1:010d}~"
-    lpk = ledger_pk(account_id, meter_id, unquote(customer), floor(start, GRANULARITY["D"]))
+    lpk = ledger_pk(scope, meter_id, unpart(customer), floor(start, GRANULARITY["D"]))
     best: tuple[str, Decimal] | None = None
     for item in store.query(table, lpk, low, high, forward=False, consistent=True):
         state = pending.get((item["pk"], item["sk"]), (item["st"], None))[0]

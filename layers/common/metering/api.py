@@ -101,6 +101,7 @@ def params(app: APIGatewayRestResolver) -> dict:
     if event.http_method == "POST":
         body = wire.parse_body(_raw_body(event), event.headers.get("content-type"))
         decoded = {**decoded, **body}
+    wire.check_unicode(decoded)
     app.append_context(params=decoded)
     return decoded
 
@@ -117,7 +118,7 @@ def _idempotency_middleware(app: APIGatewayRestResolver, next_middleware) -> Res
         response = next_middleware(app)
         return {"status": response.status_code, "body": response.body, "content_type": response.content_type}
 
-    out = idempotency.run(who.account_id, idem_key, print_, produce, app.lambda_context)
+    out = idempotency.run(who.scope, idem_key, print_, produce, app.lambda_context)
     headers = {"Idempotent-Replayed": "true"} if out.get("replayed") else {}
     return Response(out["status"], out.get("content_type") or JSON, out["body"], headers)
 

@@ -37,7 +37,14 @@ def lambda_():
     return boto3.client("lambda")
 
 
+@cache
+def sqs():
+    import boto3
+
+    return boto3.client("sqs")
+
+
 def reset() -> None:
     """Forget cached clients (tests switch endpoints between sessions)."""
-    for factory in (dynamodb, events, s3, lambda_):
+    for factory in (dynamodb, events, s3, lambda_, sqs):
         factory.cache_clear()

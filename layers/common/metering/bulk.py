@@ -11,9 +11,16 @@ duplicates. Rows without identifier get one derived from the ETag and row number
 Rejected rows of each segment (CHECKPOINT_ROWS rows) go to a part object written before
 the checkpoint moves past it, so a resumed segment rewrites the same part; at the end
 the parts become `results/<path>.errors.csv` and `results/<path>.result.json` is written.
+
+The invocation working on a file holds a lease in the progress item, renewed at every
+checkpoint: a duplicate notification arriving meanwhile does nothing, one arriving
+after the holder died (S3 retries a failed invocation after 1 and 3 minutes) takes
+over once the lease has run out. Reads are pinned to the notified ETag (`If-Match`), so
+an object replaced under the same key is never read as the old version's rows.
 """
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -26,11 +33,11 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools.utilities.streaming import S3Object
 from botocore.exceptions import ClientError
 
-from metering import aws, clock, error_reports, event_store, notifications, store
+from metering import aws, clock, error_reports, event_store, meter_lookup, notifications, store
 from metering.bulk_rows import FileProblem, file_format, rows
 from metering.config import settings
 from metering.errors import StripeError
-from metering.keys import key, part
+from metering.keys import key
 from metering.meter_events import Rejected, check, parse_unix
 from metering.observability import logger
 
@@ -39,7 +46,7 @@ BATCH_ROWS = 500
 WRITERS = 64  # concurrent conditional writes per batch (the client pool holds 64 connections)
 CHECKPOINT_ROWS = 5000
 LOW_TIME_MS = 120_000
-LEASE_SECONDS = 960
+LEASE_SECONDS = 150  # < S3's second retry (3 min after a failure), > one segment's work
 
 
 @dataclass
@@ -74,32 +81,49 @@ class Upload:
     etag: str
     account_id: str
     path: str  # the key after uploads/
+    livemode: bool | None = None  # from a `test/` or `live/` folder; None: the account's first key's mode
+
+    @property
+    def path_hash(self) -> str:
+        """Bounded stand-in for the path (up to 1,016 bytes) in storage keys."""
+        return hashlib.sha256(self.path.encode("utf-8")).hexdigest()
 
     @property
     def progress_key(self) -> dict:
-        return {"pk": key("ACCT", self.account_id), "sk": key("IMPORT", self.etag, part(self.path))}
+        return {"pk": key("ACCT", self.account_id), "sk": key("IMPORT", self.etag, self.path_hash)}
 
     def result_key(self, suffix: str) -> str:
         return f"{RESULTS}{self.path}{suffix}"
 
+    @property
+    def reference(self) -> dict:
+        return {"bucket": self.bucket, "key": self.key, "etag": self.etag}
+
     def part_key(self, first_row: int) -> str:
-        return f"{RESULTS}.parts/{self.etag}/{part(self.path)}/{first_row:012d}.csv"
+        return f"{RESULTS}.parts/{self.etag}/{self.path_hash}/{first_row:012d}.csv"
 
 
 def parse_upload(bucket: str, object_key: str, etag: str) -> Upload | None:
-    """The upload an object key names, or None for keys outside uploads/."""
-    if not object_key.startswith(UPLOADS):
+    """The upload an object key names, or None for keys outside uploads/ and folder markers."""
+    if not object_key.startswith(UPLOADS) or object_key.endswith("/"):
         return None
     account_id, _, rest = object_key[len(UPLOADS) :].partition("/")
-    return Upload(bucket, object_key, etag.strip('"'), account_id, f"{account_id}/{rest}")
+    if not account_id or not rest:
+        return None
+    folder = rest.partition("/")[0] if "/" in rest else None
+    livemode = {"test": False, "live": True}.get(folder)
+    return Upload(bucket, object_key, etag.strip('"'), account_id, f"{account_id}/{rest}", livemode)
 
 
 def _account(account_id: str) -> dict | None:
     return store.get(settings().main_table, key("ACCT", account_id), "ACCOUNT")
 
 
-def _claim(upload: Upload, resuming: bool) -> Progress | None:
-    """Take (or renew) the lease on the file's progress; None when there is nothing to do."""
+def _claim(upload: Upload, handed_over: int | None) -> Progress | None:
+    """Take the lease on the file's progress; None when there is nothing to do.
+
+    `handed_over` is the lease a continuation carries: the invocation that handed the file
+    over held it, so the continuation may take it before it runs out."""
     table, now = settings().main_table, int(time.time())
     k = upload.progress_key
     current = store.get(table, k["pk"], k["sk"], consistent=True)
@@ -108,7 +132,7 @@ def _claim(upload: Upload, resuming: bool) -> Progress | None:
         item |= {"file": upload.key, "lease": now + LEASE_SECONDS}
         return Progress(lease=now + LEASE_SECONDS) if store.put_new(table, item) else None
     progress = Progress.from_item(current)
-    if progress.status != "running" or (progress.lease > now and not resuming):
+    if progress.status != "running" or (progress.lease > now and progress.lease != handed_over):
         return None  # finished, or another invocation holds it
     try:
         _update(
@@ -133,7 +157,8 @@ def _update(upload: Upload, expression: str, condition: str, values: dict) -> No
 
 
 def _checkpoint(upload: Upload, progress: Progress, status: str = "running") -> None:
-    """Move the checkpoint forward, only while this invocation still holds the lease."""
+    """Move the checkpoint forward and renew the lease, only while this invocation holds it."""
+    renewed = int(time.time()) + LEASE_SECONDS
     values = {
         ":row": progress.row,
         ":records": progress.records,
@@ -142,17 +167,19 @@ def _checkpoint(upload: Upload, progress: Progress, status: str = "running") -> 
         ":parts": progress.parts,
         ":status": status,
         ":lease": progress.lease,
+        ":renewed": renewed,
         ":running": "running",
     }
     aws.dynamodb().update_item(
         TableName=settings().main_table,
         Key=store.to_item(upload.progress_key),
         UpdateExpression="SET #r = :row, records = :records, ingested = :ingested, errors = :errors, "
-        "parts = :parts, #s = :status",
+        "parts = :parts, #s = :status, lease = :renewed",
         ConditionExpression="lease = :lease AND #s = :running",
         ExpressionAttributeNames={"#r": "row", "#s": "status"},
         ExpressionAttributeValues=store.values(values),
     )
+    progress.lease = renewed
 
 
 @dataclass
@@ -160,6 +187,7 @@ class Segment:
     """Rows between two checkpoints: what they did, and the rejected ones."""
 
     first_row: int
+    last_row: int = 0
     records: int = 0
     ingested: int = 0
     errors: list[tuple[int, str, str, str]] = field(default_factory=list)
@@ -176,6 +204,7 @@ def _check_rows(upload: Upload, livemode: bool, batch: list, segment: Segment) -
     accepted, sources = [], []
     for number, fields in batch:
         segment.records += 1
+        segment.last_row = number
         if not isinstance(fields, dict):
             reason = fields if isinstance(fields, str) else "Each row must be a JSON object."
             segment.reject(number, {}, "invalid_row", reason)
@@ -183,7 +212,8 @@ def _check_rows(upload: Upload, livemode: bool, batch: list, segment: Segment) -
         fields = {
             k: v for k, v in fields.items() if k in ("event_name", "timestamp", "identifier", "payload")
         }
-        fields.setdefault("identifier", f"{upload.etag}-{number}")
+        if fields.get("identifier") in (None, ""):  # derived, so a row written again is the same event
+            fields["identifier"] = f"{upload.etag}-{number}"
         try:
             accepted.append(check(upload.account_id, livemode, fields, parse_unix(fields.get("timestamp"))))
             sources.append(f"{upload.key}#{upload.etag}#{number}")
@@ -194,6 +224,9 @@ def _check_rows(upload: Upload, livemode: bool, batch: list, segment: Segment) -
 
 def _write(accepted: list, sources: list, segment: Segment) -> None:
     results = event_store.record_many(accepted, workers=WRITERS, sources=sources)
+    fault = next((r for r in results if not isinstance(r, event_store.Stored | Rejected)), None)
+    if fault is not None:
+        raise fault  # resumed from the checkpoint: rows written again are recognised by source
     for event, source, result in zip(accepted, sources, results, strict=True):
         if isinstance(result, Rejected):
             fields = {"identifier": event.identifier, "event_name": event.event_name}
@@ -211,26 +244,32 @@ def _save_part(upload: Upload, segment: Segment) -> None:
 
 
 def _batches(numbered: Iterator, size: int) -> Iterator[list]:
-    batch = []
-    for row in numbered:
-        batch.append(row)
-        if len(batch) == size:
-            yield batch
-            batch = []
+    """Rows in batches; when the file turns out unreadable, the rows read before it come first."""
+    batch, problem = [], None
+    try:
+        for row in numbered:
+            batch.append(row)
+            if len(batch) == size:
+                yield batch
+                batch = []
+    except FileProblem as exc:
+        problem = exc
     if batch:
         yield batch
+    if problem:
+        raise problem
 
 
-def process(upload: Upload, remaining_ms: Callable[[], int], resuming: bool = False) -> dict | None:
+def process(upload: Upload, remaining_ms: Callable[[], int], handed_over: int | None = None) -> dict | None:
     """Ingest (the rest of) a file. Returns a continuation event when time ran low, else None."""
     started = clock.now()
     account = _account(upload.account_id)
-    progress = _claim(upload, resuming)
+    progress = _claim(upload, handed_over)
     if progress is None:
         return None
     if account is None:
         return _finish(upload, progress, f"Unknown account {upload.account_id} in the upload path.", False)
-    livemode = bool(account.get("livemode", False))
+    livemode = upload.livemode if upload.livemode is not None else bool(account.get("livemode", False))
     try:
         return _ingest(upload, progress, livemode, remaining_ms, started)
     except Exception:
@@ -246,26 +285,37 @@ def _release(upload: Upload, progress: Progress) -> None:
 
 
 def _ingest(upload: Upload, progress: Progress, livemode: bool, remaining_ms, started: float) -> dict | None:
+    segment = Segment(progress.row + 1)
     try:
         fmt, gz = file_format(upload.key)
-        stream = S3Object(upload.bucket, upload.key, boto3_client=aws.s3(), is_gzip=gz)
+        # If-Match: a newer object under the same key is its own upload, never read as this one.
+        stream = S3Object(
+            upload.bucket, upload.key, boto3_client=aws.s3(), is_gzip=gz, IfMatch=f'"{upload.etag}"'
+        )
         remaining = ((n, fields) for n, fields in rows(stream, fmt) if n > progress.row)  # resume
-        segment = Segment(progress.row + 1)
         for batch in _batches(remaining, BATCH_ROWS):
-            accepted, sources = _check_rows(upload, livemode, batch, segment)
+            with meter_lookup.batch():
+                accepted, sources = _check_rows(upload, livemode, batch, segment)
             _write(accepted, sources, segment)
-            last_row = batch[-1][0]
-            if last_row - segment.first_row + 1 >= CHECKPOINT_ROWS:
-                _close_segment(upload, progress, segment, last_row, livemode, started)
-                segment = Segment(last_row + 1)
+            if segment.last_row - segment.first_row + 1 >= CHECKPOINT_ROWS:
+                _close_segment(upload, progress, segment, livemode, started)
+                segment = Segment(segment.last_row + 1)
                 if remaining_ms() < LOW_TIME_MS:
-                    return {"continuation": {"bucket": upload.bucket, "key": upload.key, "etag": upload.etag}}
-        if segment.records:
-            _close_segment(
-                upload, progress, segment, segment.first_row + segment.records - 1, livemode, started
-            )
+                    return {"continuation": {**upload.reference, "lease": progress.lease}}
     except FileProblem as exc:
+        _close_segment(upload, progress, segment, livemode, started)  # rows read before the problem
         return _finish(upload, progress, str(exc), livemode)
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status not in (404, 412):
+            raise
+        _close_segment(upload, progress, segment, livemode, started)
+        if status == 404:
+            return _finish(upload, progress, "The object was deleted before it was read.", livemode)
+        # The newer object has its own notification and writes the results under this path.
+        reason = "The object was replaced by a newer upload under the same key before it was read."
+        return _finish(upload, progress, reason, livemode, write_result=False)
+    _close_segment(upload, progress, segment, livemode, started)
     return _finish(upload, progress, None, livemode)
 
 
@@ -275,7 +325,7 @@ def handle(event: dict, remaining_ms: Callable[[], int], function_arn: str | Non
     if "continuation" in event:
         c = event["continuation"]
         upload = parse_upload(c["bucket"], c["key"], c["etag"])
-        uploads = [(upload, True)] if upload else []
+        uploads = [(upload, c.get("lease"))] if upload else []
     else:
         uploads = []
         for record in event.get("Records", []):
@@ -283,9 +333,9 @@ def handle(event: dict, remaining_ms: Callable[[], int], function_arn: str | Non
             object_key = unquote_plus(s3["object"]["key"])
             upload = parse_upload(s3["bucket"]["name"], object_key, s3["object"].get("eTag", ""))
             if upload:
-                uploads.append((upload, False))
-    for upload, resuming in uploads:
-        follow_up = process(upload, remaining_ms, resuming)
+                uploads.append((upload, None))
+    for upload, handed_over in uploads:
+        follow_up = process(upload, remaining_ms, handed_over)
         if follow_up:
             continuations.append(follow_up)
     if continuations and os.environ.get("METERING_LOCAL") != "1":
@@ -298,23 +348,28 @@ def handle(event: dict, remaining_ms: Callable[[], int], function_arn: str | Non
 
 
 def _close_segment(
-    upload: Upload, progress: Progress, segment: Segment, last_row: int, livemode: bool, started: float
+    upload: Upload, progress: Progress, segment: Segment, livemode: bool, started: float
 ) -> None:
+    """Save the segment's rejected rows, report them, then move the checkpoint past it."""
+    if not segment.records:
+        return
     if segment.errors:
         _save_part(upload, segment)
         if segment.first_row not in progress.parts:
             progress.parts.append(segment.first_row)
         error_reports.publish(upload.account_id, livemode, segment.failures, started, clock.now())
-    progress.row = last_row
+    progress.row = segment.last_row
     progress.records += segment.records
     progress.ingested += segment.ingested
     progress.errors += len(segment.errors)
     _checkpoint(upload, progress)
 
 
-def _finish(upload: Upload, progress: Progress, failed_reason: str | None, livemode: bool) -> None:
-    """Write the result (and errors) file, mark the file done, announce it."""
-    errors_file = upload.result_key(".errors.csv") if progress.errors else None
+def _finish(
+    upload: Upload, progress: Progress, failed_reason: str | None, livemode: bool, write_result: bool = True
+) -> None:
+    """Write the result (and errors) file, announce it, then mark the file done."""
+    errors_file = upload.result_key(".errors.csv") if progress.errors and write_result else None
     if errors_file:
         _merge_parts(upload, progress, errors_file)
     if failed_reason:
@@ -330,14 +385,16 @@ def _finish(upload: Upload, progress: Progress, failed_reason: str | None, livem
         "failed_reason": failed_reason,
         "errors_file": errors_file,
     }
-    aws.s3().put_object(
-        Bucket=upload.bucket, Key=upload.result_key(".result.json"), Body=json.dumps(result).encode()
-    )
+    if write_result:
+        aws.s3().put_object(
+            Bucket=upload.bucket, Key=upload.result_key(".result.json"), Body=json.dumps(result).encode()
+        )
+    # Announced before the file is marked done: a crash in between announces it again, never not at all.
+    type_ = "data_management.import_set.failed" if failed_reason else "data_management.import_set.succeeded"
+    notifications.publish(upload.account_id, livemode, type_, None, result)
     _checkpoint(upload, progress, "failed" if failed_reason else "done")
     for first_row in progress.parts:
         aws.s3().delete_object(Bucket=upload.bucket, Key=upload.part_key(first_row))
-    type_ = "data_management.import_set.failed" if failed_reason else "data_management.import_set.succeeded"
-    notifications.publish(upload.account_id, livemode, type_, None, result)
     logger.info("bulk upload finished", extra=result)
     return None
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import IO
 
 CHUNK = 1 << 16
+MAX_ROW_CHARS = 1 << 20  # a meter event is a few hundred bytes; a longer row is refused, not buffered
 REQUIRED_COLUMNS = ("event_name", "timestamp")
 FORMATS = (".csv", ".json", ".jsonl")
 
@@ -45,11 +46,13 @@ def rows(stream: IO[bytes], fmt: str) -> Iterator[tuple[int, object]]:
         raise FileProblem(f"The file is not UTF-8 text: {exc.reason}.") from exc
     except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
         raise FileProblem(f"The file could not be read: {exc}.") from exc
+    except csv.Error as exc:  # e.g. a field longer than csv.field_size_limit(), an unclosed quote
+        raise FileProblem(f"Invalid CSV: {exc}.") from exc
 
 
 def csv_rows(text: IO[str]) -> Iterator[tuple[int, object]]:
     reader = csv.reader(text)
-    header = next(reader, None)
+    header = next((cells for cells in reader if any(c.strip() for c in cells)), None)
     if not header:
         raise FileProblem("The file is empty.")
     header = [h.strip() for h in header]
@@ -75,8 +78,15 @@ def csv_rows(text: IO[str]) -> Iterator[tuple[int, object]]:
 
 
 def jsonl_rows(text: IO[str]) -> Iterator[tuple[int, object]]:
-    seen = False
-    for number, line in enumerate(text, start=1):
+    seen, number = False, 0
+    while line := text.readline(MAX_ROW_CHARS + 1):
+        number += 1
+        if len(line) > MAX_ROW_CHARS:
+            while line and not line.endswith("\n"):  # skip the rest of the line, a piece at a time
+                line = text.readline(MAX_ROW_CHARS)
+            seen = True
+            yield number, f"The line is longer than {MAX_ROW_CHARS} characters."
+            continue
         if not line.strip():
             continue
         seen = True
@@ -137,7 +147,7 @@ def json_array_rows(text: IO[str]) -> Iterator[tuple[int, object]]:
                     raise ValueError("may continue")  # a number could go on in the next chunk
                 break
             except ValueError:
-                if eof:
+                if eof or len(buffer) - pos > MAX_ROW_CHARS:  # invalid, not just cut by the chunk
                     raise FileProblem(f"Invalid JSON in element {number + 1}.") from None
                 fill()
         number += 1

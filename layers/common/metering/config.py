@@ -12,7 +12,6 @@ class Settings(BaseModel):
     idempotency_table: str = Field(alias="IDEMPOTENCY_TABLE", default="metering-idempotency")
     event_bus: str = Field(alias="EVENT_BUS_NAME", default="metering-events")
     upload_bucket: str = Field(alias="UPLOAD_BUCKET", default="metering-uploads")
-    meter_cache_seconds: float = Field(alias="METER_CACHE_SECONDS", default=2.0, ge=0, le=10)
 
 
 @cache

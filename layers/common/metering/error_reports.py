@@ -9,6 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from metering import meter_lookup, notifications
+from metering.accounts import scope_of
 
 MAX_SAMPLES = 5
 
@@ -26,11 +27,14 @@ def publish(
 ) -> list[dict]:
     """Publish the reports for a batch of failures; returns the events."""
     by_meter: dict[str | None, list[Failure]] = defaultdict(list)
-    for failure in failures:
-        meter = (
-            meter_lookup.by_event_name(account_id, failure.event_name) if failure.code != "no_meter" else None
-        )
-        by_meter[meter["id"] if meter else None].append(failure)
+    with meter_lookup.batch():
+        for failure in failures:
+            meter = (
+                meter_lookup.by_event_name(scope_of(account_id, livemode), failure.event_name)
+                if failure.code != "no_meter"
+                else None
+            )
+            by_meter[meter["id"] if meter else None].append(failure)
     published = []
     for meter_id, group in by_meter.items():
         data = {

@@ -1,11 +1,11 @@
 """Meter events in DynamoDB, written with conditional writes only.
 
-Items (table EVENTS_TABLE, every key starts with the account):
-- event  `A#<acct>#ID#<identifier>` / `EV`: one per accepted identifier. The put is
+Items (table EVENTS_TABLE, every key starts with the scope: account and mode):
+- event  `A#<scope>#ID#<identifier>` / `EV`: one per accepted identifier. The put is
   conditional on the key not existing, which is the identifier dedup (an identifier is
   refused for as long as its event is kept: RETENTION_SECONDS, well over Stripe's 24 h).
   For raw meters this single item is the event that counts.
-- slot   `A#<acct>#SLOT#<meter>#<customer>#<window start>` / `SLOT`: pre-aggregated
+- slot   `A#<scope>#SLOT#<meter>#<customer>#<window start>` / `SLOT`: pre-aggregated
   meters. It holds the most recently received event of its (meter, customer, UTC
   window); a put replaces it only when its receipt sequence is newer (conditional), so
   concurrent writers leave the newest one. The event item of a pre-aggregated event
@@ -40,12 +40,12 @@ class Stored:
     counted: bool  # False when a newer event already holds its pre-aggregation slot
 
 
-def event_key(account_id: str, identifier: str) -> dict:
-    return {"pk": key("A", account_id, "ID", part(identifier)), "sk": "EV"}
+def event_key(scope: str, identifier: str) -> dict:
+    return {"pk": key("A", scope, "ID", part(identifier)), "sk": "EV"}
 
 
-def slot_key(account_id: str, meter_id: str, customer: str, window_start: int) -> dict:
-    return {"pk": key("A", account_id, "SLOT", meter_id, part(customer), str(window_start)), "sk": "SLOT"}
+def slot_key(scope: str, meter_id: str, customer: str, window_start: int) -> dict:
+    return {"pk": key("A", scope, "SLOT", meter_id, part(customer), str(window_start)), "sk": "SLOT"}
 
 
 def window_start(timestamp: int, window: str) -> int:
@@ -62,7 +62,7 @@ def duplicate(identifier: str) -> Rejected:
 def _attributes(event: Accepted, seq: str, received: int, source: str | None) -> dict:
     return {
         "src": source,
-        "acct": event.account_id,
+        "scope": event.scope,
         "mid": event.meter["id"],
         "en": event.event_name,
         "f": event.formula,
@@ -95,7 +95,7 @@ def record(event: Accepted, source: str | None = None) -> Stored:
         if not window:
             aws.dynamodb().put_item(
                 TableName=table,
-                Item=store.to_item({**event_key(event.account_id, event.identifier), **attrs, "t": "raw"}),
+                Item=store.to_item({**event_key(event.scope, event.identifier), **attrs, "t": "raw"}),
                 ConditionExpression=NEW,
             )
             return Stored(event, received, True)
@@ -111,21 +111,28 @@ def record(event: Accepted, source: str | None = None) -> Stored:
         return _earlier_write(event, source, exc)
 
 
+def stored_from(event: Accepted, source: str) -> Stored | None:
+    """The event as stored from `source` (a write whose answer was lost), or None."""
+    key_ = event_key(event.scope, event.identifier)
+    existing = store.get(settings().events_table, key_["pk"], key_["sk"], consistent=True)
+    if existing and existing.get("src") == source:
+        return Stored(event, int(existing["rcv"]), existing.get("st") != "superseded")
+    return None
+
+
 def _earlier_write(event: Accepted, source: str | None, exc: Exception) -> Stored:
     """The same event already stored from the same source, or a duplicate error."""
-    if source is not None:
-        key_ = event_key(event.account_id, event.identifier)
-        existing = store.get(settings().events_table, key_["pk"], key_["sk"], consistent=True)
-        if existing and existing.get("src") == source:
-            return Stored(event, int(existing["rcv"]), existing.get("st") != "superseded")
-    raise duplicate(event.identifier) from exc
+    earlier = stored_from(event, source) if source is not None else None
+    if earlier is None:
+        raise duplicate(event.identifier) from exc
+    return earlier
 
 
 def _record_pre_aggregated(event: Accepted, attrs: dict, window: str, table: str) -> Stored:
     start = window_start(event.timestamp, window)
-    slot = slot_key(event.account_id, event.meter["id"], event.customer, start)
+    slot = slot_key(event.scope, event.meter["id"], event.customer, start)
     ident = {
-        **event_key(event.account_id, event.identifier),
+        **event_key(event.scope, event.identifier),
         **attrs,
         "t": "pre",
         "slot": slot["pk"],
@@ -169,16 +176,17 @@ def _record_pre_aggregated(event: Accepted, attrs: dict, window: str, table: str
 
 def record_many(
     events: list[Accepted], workers: int = 16, sources: list[str] | None = None
-) -> list[Stored | Rejected]:
-    """Store many events concurrently; each result is Stored or the Rejected it raised.
+) -> list[Stored | Exception]:
+    """Store many events concurrently; each result is Stored or the exception it raised
+    (Rejected for a duplicate, anything else for a fault whose outcome is unknown).
 
     `sources`, when given, tags each event (see `record`)."""
     tags = sources if sources is not None else [None] * len(events)
 
-    def one(pair: tuple[Accepted, str | None]) -> Stored | Rejected:
+    def one(pair: tuple[Accepted, str | None]) -> Stored | Exception:
         try:
             return record(*pair)
-        except Rejected as exc:
+        except Exception as exc:  # Rejected, or a fault: the caller decides
             return exc
 
     pairs = list(zip(events, tags, strict=True))

@@ -67,8 +67,8 @@ def fingerprint(method: str, path: str, params: dict) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def run(account_id: str, idem_key: str, print_: str, produce: Callable[[], dict], lambda_context) -> dict:
-    """Run `produce` (returns {"status", "body", "headers"}) at most once per account and key."""
+def run(scope: str, idem_key: str, print_: str, produce: Callable[[], dict], lambda_context) -> dict:
+    """Run `produce` (returns {"status", "body", "headers"}) at most once per scope and key."""
     from aws_lambda_powertools.utilities.idempotency.exceptions import (
         IdempotencyAlreadyInProgressError,
         IdempotencyPersistenceLayerError,
@@ -80,7 +80,7 @@ def run(account_id: str, idem_key: str, print_: str, produce: Callable[[], dict]
     config, execute = _execute()
     if lambda_context is not None:
         config.register_lambda_context(lambda_context)
-    request = {"key": f"{account_id}:{idem_key}", "fingerprint": print_}
+    request = {"key": f"{scope}:{idem_key}", "fingerprint": print_}
     try:
         return execute(request=request, produce=produce)
     except NotStored as exc:

@@ -1,16 +1,20 @@
 """Meter event endpoints (v1, v2, v2 stream): validation, storage, error reports, metrics."""
 
+import secrets
+import time
 from collections import Counter
 
 from aws_lambda_powertools.metrics import MetricUnit
+from botocore.exceptions import ClientError
 
-from metering import clock, error_reports, event_store, meter_events, wire
+from metering import clock, error_reports, event_store, meter_events, meter_lookup, store, wire
 from metering.accounts import Principal
 from metering.errors import StripeError, invalid
 from metering.meter_events import FIELDS, Accepted, Rejected, check, parse_rfc3339, parse_unix
-from metering.observability import metrics
+from metering.observability import logger, metrics
 
 MAX_STREAM_EVENTS = 100
+STORE_ATTEMPTS = 3
 
 
 def _count(accepted: int, rejected: Counter) -> None:
@@ -63,6 +67,33 @@ def stream(who: Principal, params: dict) -> dict:
     """Persist the valid events, report the invalid ones as error-report events, answer {}."""
     events = _stream_events(params)
     started = clock.now()
+    with meter_lookup.batch():
+        accepted, failures = _check_all(who, events)
+    results = _store(accepted)
+    stored = sum(isinstance(r, event_store.Stored) for r in results)
+    faults = [r for r in results if not isinstance(r, event_store.Stored | Rejected)]
+    if faults and not stored:
+        _raise(faults[0])  # nothing was stored: the client's retry is safe
+    for event, result in zip(accepted, results, strict=True):
+        if isinstance(result, Rejected):
+            failures.append(
+                error_reports.Failure(event.event_name, event.identifier, result.code, result.message)
+            )
+        elif not isinstance(result, event_store.Stored):
+            message = "The event could not be stored; it does not count. Send it again."
+            failures.append(
+                error_reports.Failure(event.event_name, event.identifier, "internal_error", message)
+            )
+    _count(stored, Counter(f.code for f in failures))
+    if failures:
+        try:
+            error_reports.publish(who.account_id, who.livemode, failures, started, clock.now())
+        except Exception:  # the valid events are stored: answering an error now would double count
+            logger.exception("could not publish error reports", extra={"failures": len(failures)})
+    return {}
+
+
+def _check_all(who: Principal, events: list) -> tuple[list[Accepted], list[error_reports.Failure]]:
     accepted: list[Accepted] = []
     failures: list[error_reports.Failure] = []
     for raw in events:
@@ -77,15 +108,33 @@ def stream(who: Principal, params: dict) -> dict:
             failures.append(
                 error_reports.Failure(name, identifier, exc.code or "invalid_request", exc.message)
             )
-    stored = 0
-    for event, result in zip(accepted, event_store.record_many(accepted), strict=True):
-        if isinstance(result, Rejected):
-            failures.append(
-                error_reports.Failure(event.event_name, event.identifier, result.code, result.message)
-            )
-        else:
-            stored += 1
-    if failures:
-        error_reports.publish(who.account_id, who.livemode, failures, started, clock.now())
-    _count(stored, Counter(f.code for f in failures))
-    return {}
+    return accepted, failures
+
+
+def _store(events: list[Accepted]) -> list:
+    """Store a request's events; faults are retried, and an event whose write may have
+    happened is recognised by its per-request source tag instead of being stored twice."""
+    request = secrets.token_hex(8)
+    sources = [f"stream#{request}#{i}" for i in range(len(events))]
+    results = event_store.record_many(events, sources=sources)
+    for attempt in range(STORE_ATTEMPTS):
+        pending = [i for i, r in enumerate(results) if not isinstance(r, event_store.Stored | Rejected)]
+        if not pending:
+            break
+        time.sleep(0.05 * 2**attempt)
+        again = event_store.record_many([events[i] for i in pending], sources=[sources[i] for i in pending])
+        for i, result in zip(pending, again, strict=True):
+            results[i] = result
+    for i, result in enumerate(results):
+        if not isinstance(result, event_store.Stored | Rejected):
+            try:  # did the last attempt write it before failing?
+                results[i] = event_store.stored_from(events[i], sources[i]) or result
+            except Exception:
+                logger.exception("could not tell whether an event was stored")
+    return results
+
+
+def _raise(fault: Exception):
+    if isinstance(fault, ClientError):
+        store.raise_retryable(fault)
+    raise fault

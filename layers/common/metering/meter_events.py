@@ -8,13 +8,18 @@ import secrets
 from dataclasses import dataclass
 from decimal import Decimal
 
-from metering import clock, meter_lookup, values
+from metering import clock, meter_lookup, values, wire
+from metering.accounts import scope_of
 from metering.errors import StripeError, invalid
 
 MAX_AGE_SECONDS = 35 * 24 * 3600
 MAX_FUTURE_SECONDS = 5 * 60
 MAX_PAYLOAD_KEYS = 50
 MAX_IDENTIFIER = 100
+MAX_EVENT_NAME = 100
+MAX_CUSTOMER = 100  # the customer id in the payload: part of rollup and slot keys
+MAX_PAYLOAD_KEY = 100
+MAX_PAYLOAD_VALUE = 500
 FIELDS = {"event_name", "payload", "identifier", "timestamp"}
 
 
@@ -39,6 +44,10 @@ class Accepted:
     value: Decimal | None
 
     @property
+    def scope(self) -> str:
+        return scope_of(self.account_id, self.livemode)
+
+    @property
     def formula(self) -> str:
         return self.meter["formula"]
 
@@ -53,6 +62,8 @@ def _text(value, param: str, limit: int | None = None) -> str:
         raise invalid(
             f"Invalid {param}: must be at most {limit} characters.", param, "string_length_exceeds_maximum"
         )
+    if not wire.is_unicode(text):
+        raise invalid(f"Invalid {param}: must be valid Unicode text.", param)
     return text
 
 
@@ -65,7 +76,7 @@ def check(account_id: str, livemode: bool, fields: dict, timestamp: int | None) 
     event_name = fields.get("event_name")
     if event_name in (None, ""):
         raise reject("parameter_missing", "Missing required param: event_name.", "event_name")
-    event_name = _text(event_name, "event_name", 100)
+    event_name = _text(event_name, "event_name", MAX_EVENT_NAME)
     payload = fields.get("payload")
     if payload is None:
         raise reject("parameter_missing", "Missing required param: payload.", "payload")
@@ -73,7 +84,10 @@ def check(account_id: str, livemode: bool, fields: dict, timestamp: int | None) 
         raise invalid("Invalid payload: must be an object of string keys and values.", "payload")
     if len(payload) > MAX_PAYLOAD_KEYS:
         raise invalid(f"Invalid payload: at most {MAX_PAYLOAD_KEYS} keys are allowed.", "payload")
-    payload = {str(k): _text(v, f"payload[{k}]") for k, v in payload.items()}
+    payload = {
+        _text(k, "payload", MAX_PAYLOAD_KEY): _text(v, f"payload[{k}]", MAX_PAYLOAD_VALUE)
+        for k, v in payload.items()
+    }
     identifier = fields.get("identifier")
     identifier = (
         new_identifier() if identifier in (None, "") else _text(identifier, "identifier", MAX_IDENTIFIER)
@@ -92,7 +106,7 @@ def check(account_id: str, livemode: bool, fields: dict, timestamp: int | None) 
             "timestamp_in_future", "The timestamp is more than 5 minutes in the future.", "timestamp"
         )
 
-    meter = meter_lookup.by_event_name(account_id, event_name)
+    meter = meter_lookup.by_event_name(scope_of(account_id, livemode), event_name)
     if meter is None:
         raise reject("no_meter", f"No meter was found matching event_name {event_name}.", "event_name")
     if meter["status"] != "active":
@@ -104,6 +118,12 @@ def check(account_id: str, livemode: bool, fields: dict, timestamp: int | None) 
             "meter_event_no_customer_defined",
             f"The payload has no customer: expected key {customer_key}.",
             f"payload[{customer_key}]",
+        )
+    if len(customer) > MAX_CUSTOMER:
+        raise invalid(
+            f"Invalid payload[{customer_key}]: a customer id must be at most {MAX_CUSTOMER} characters.",
+            f"payload[{customer_key}]",
+            "string_length_exceeds_maximum",
         )
     value = None
     if meter["formula"] != "count":
@@ -124,6 +144,12 @@ def _value(payload: dict, value_key: str) -> Decimal:
         raise reject(
             "meter_event_value_too_many_digits",
             f"The value {text} has more than {values.MAX_DIGITS} significant digits.",
+            param,
+        ) from None
+    except values.TooManyDecimalPlaces:
+        raise reject(
+            "meter_event_invalid_value",
+            f"The value {text} has more than {values.MAX_DECIMAL_PLACES} decimal places.",
             param,
         ) from None
     except values.InvalidValue:

@@ -86,8 +86,16 @@ def to_object(item: dict) -> dict:
     }
 
 
+INGEST_FIELDS = ("id", "status", "formula", "customer_key", "value_key", "event_time_window", "livemode")
+
+
+def ingest_view(item: dict) -> dict:
+    """What validating and storing a meter event needs of its meter (kept on the name claim)."""
+    return {name: item.get(name) for name in INGEST_FIELDS}
+
+
 def _pk(who: Principal) -> str:
-    return key("ACCT", who.account_id)
+    return key("ACCT", who.scope)
 
 
 def name_key(event_name: str) -> str:
@@ -103,6 +111,7 @@ def create(who: Principal, params: dict) -> dict:
         "sk": METER_PREFIX + meter_id,
         "id": meter_id,
         "account_id": who.account_id,
+        "scope": who.scope,
         "created": now,
         "updated": now,
         "display_name": spec.display_name,
@@ -114,7 +123,12 @@ def create(who: Principal, params: dict) -> dict:
         "livemode": who.livemode,
         "status": "active",
     }
-    claim = {"pk": _pk(who), "sk": name_key(spec.event_name), "meter_id": meter_id}
+    claim = {
+        "pk": _pk(who),
+        "sk": name_key(spec.event_name),
+        "meter_id": meter_id,
+        "meter": ingest_view(item),
+    }
     new = "attribute_not_exists(pk)"
     try:
         aws.dynamodb().transact_write_items(
@@ -228,14 +242,7 @@ def set_status(who: Principal, meter_id: str, params: dict, active: bool) -> dic
     now = int(time.time())
     target, source = ("active", "inactive") if active else ("inactive", "active")
     deactivated = None if active else now
-    item = _update(
-        who,
-        meter_id,
-        "SET #s = :target, deactivated_at = :d, updated = :now",
-        {"#s": "status"},
-        {":target": target, ":source": source, ":d": deactivated, ":now": now},
-        "#s = :source",
-    )
+    item = _set_status(who, meter_id, target, source, deactivated, now)
     if item is None:
         return to_object(load(who, meter_id, consistent=True))
     meter = to_object(item)
@@ -244,6 +251,46 @@ def set_status(who: Principal, meter_id: str, params: dict, active: bool) -> dic
         who.account_id, who.livemode, type_, notifications.meter_ref(meter_id), {"object": meter}
     )
     return meter
+
+
+def _set_status(
+    who: Principal, meter_id: str, target: str, source: str, deactivated, now: int
+) -> dict | None:
+    """Move a meter and its name claim from `source` to `target` status in one transaction,
+    so the next event sees the change; None when the meter is not in `source` status."""
+    item = load(who, meter_id, consistent=True)
+    if item["status"] != source:
+        return None
+    table = settings().main_table
+    names = {"#s": "status"}
+    meter_update = {
+        "TableName": table,
+        "Key": store.to_item({"pk": _pk(who), "sk": METER_PREFIX + meter_id}),
+        "UpdateExpression": "SET #s = :target, deactivated_at = :d, updated = :now",
+        "ConditionExpression": "#s = :source",
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": store.values(
+            {":target": target, ":source": source, ":d": deactivated, ":now": now}
+        ),
+    }
+    claim_update = {
+        "TableName": table,
+        "Key": store.to_item({"pk": _pk(who), "sk": name_key(item["event_name"])}),
+        "UpdateExpression": "SET #m.#s = :target",
+        "ConditionExpression": "meter_id = :id",
+        "ExpressionAttributeNames": {**names, "#m": "meter"},
+        "ExpressionAttributeValues": store.values({":target": target, ":id": meter_id}),
+    }
+    try:
+        aws.dynamodb().transact_write_items(
+            TransactItems=[{"Update": meter_update}, {"Update": claim_update}]
+        )
+    except ClientError as exc:
+        if store.error_code(exc) == "TransactionCanceledException":
+            return None  # changed concurrently: the caller answers with the meter as it is
+        store.raise_retryable(exc)
+        raise
+    return {**item, "status": target, "deactivated_at": deactivated, "updated": now}
 
 
 def list_meters(who: Principal, params: dict) -> dict:

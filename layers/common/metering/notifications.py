@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 from botocore.exceptions import ClientError
 
 from metering import aws, store, wire
+from metering.accounts import scope_of
 from metering.config import settings
 from metering.errors import invalid
 from metering.ids import new_id
@@ -44,7 +45,7 @@ def publish(account_id: str, livemode: bool, type_: str, related: dict | None, d
     store.put_new(
         settings().main_table,
         {
-            "pk": key("ACCT", account_id),
+            "pk": key("ACCT", scope_of(account_id, livemode)),
             "sk": key("EVT", event["id"]),
             "doc": body,
             "expires_at": int(now) + RETENTION_SECONDS,
@@ -67,18 +68,18 @@ def publish(account_id: str, livemode: bool, type_: str, related: dict | None, d
     return event
 
 
-def get_event(account_id: str, event_id: str) -> dict | None:
-    item = store.get(settings().main_table, key("ACCT", account_id), key("EVT", event_id))
+def get_event(scope: str, event_id: str) -> dict | None:
+    item = store.get(settings().main_table, key("ACCT", scope), key("EVT", event_id))
     return json.loads(item["doc"]) if item else None
 
 
 def list_events(
-    account_id: str, limit: int, page_after: str | None, object_id: str | None = None
+    scope: str, limit: int, page_after: str | None, object_id: str | None = None
 ) -> tuple[list[dict], bool]:
     """Newest first; `object_id` keeps events whose related object is that object."""
     items, has_more = store.page(
         settings().main_table,
-        key("ACCT", account_id),
+        key("ACCT", scope),
         key("EVT", ""),
         limit,
         starting_after=page_after,
@@ -87,7 +88,7 @@ def list_events(
     return [json.loads(item["doc"]) for item in items], has_more
 
 
-def list_page(account_id: str, params: dict) -> dict:
+def list_page(scope: str, params: dict) -> dict:
     """`GET /v2/core/events`: Stripe v2 list with `page` tokens."""
     from metering.wire import reject_unknown
 
@@ -99,7 +100,7 @@ def list_page(account_id: str, params: dict) -> dict:
     if not 1 <= limit <= 100:
         raise invalid("limit must be an integer between 1 and 100.", "limit")
     object_id = params.get("object_id") or None
-    events, has_more = list_events(account_id, limit, params.get("page") or None, object_id)
+    events, has_more = list_events(scope, limit, params.get("page") or None, object_id)
     next_url = None
     if has_more:
         query = {"limit": limit, "page": events[-1]["id"], **({"object_id": object_id} if object_id else {})}

@@ -1,11 +1,11 @@
 """Rollup storage: per-contribution ledger and per-window buckets (table ROLLUPS_TABLE).
 
-- ledger `L#<acct>#<meter>#<customer>#<day start>` / `<ts>#<seq>#<identifier>`: one item
+- ledger `L#<scope>#<meter>#<customer>#<day start>` / `<ts>#<seq>#<identifier>`: one item
   per event that ever counted, `st` = "c" (counts) or "x" (stopped counting: cancelled
   or replaced). An event's life is absent -> c -> x and never goes back, so every
   change is a conditional put from the state it was read in: a redelivered or
   reordered stream record finds the ledger already past it and changes nothing.
-- bucket `B#<acct>#<meter>#<customer>` / `<M|H|D>#<window start>`: sum, count and the
+- bucket `B#<scope>#<meter>#<customer>` / `<M|H|D>#<window start>`: sum, count and the
   latest (timestamp, sequence, value) of the counted events in one minute, hour or UTC
   day, with a version `ver` for optimistic concurrency. A bucket changes only in the
   same transaction as the ledger items behind the change.
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from metering.keys import key, part
+from metering.values import exact
 
 GRANULARITY = {"M": 60, "H": 3600, "D": 86400}
 COUNTED, REMOVED = "c", "x"
@@ -24,16 +25,16 @@ def floor(ts: int, size: int) -> int:
     return ts - ts % size
 
 
-def ledger_pk(account_id: str, meter_id: str, customer: str, day: int) -> str:
-    return key("L", account_id, meter_id, part(customer), str(day))
+def ledger_pk(scope: str, meter_id: str, customer: str, day: int) -> str:
+    return key("L", scope, meter_id, part(customer), str(day))
 
 
 def ledger_sk(ts: int, seq: str, identifier: str) -> str:
     return f"{ts:010d}#{seq}#{part(identifier)}"
 
 
-def bucket_pk(account_id: str, meter_id: str, customer: str) -> str:
-    return key("B", account_id, meter_id, part(customer))
+def bucket_pk(scope: str, meter_id: str, customer: str) -> str:
+    return key("B", scope, meter_id, part(customer))
 
 
 def bucket_sk(granularity: str, start: int) -> str:
@@ -76,7 +77,8 @@ class Bucket:
 
     def merge(self, other: "Bucket") -> None:
         """Fold another window into this one (for summaries)."""
-        self.total += other.total
+        with exact():
+            self.total += other.total
         self.count += other.count
         if other.last is not None and (self.last is None or other.last[:2] > self.last[:2]):
             self.last = other.last

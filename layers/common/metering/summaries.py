@@ -15,18 +15,20 @@ from metering import meters, store, wire
 from metering.accounts import Principal
 from metering.config import settings
 from metering.errors import invalid
+from metering.meter_events import MAX_CUSTOMER
 from metering.rollups import GRANULARITY, Bucket, bucket_pk, bucket_sk
 
 WINDOWS = {"hour": "H", "day": "D"}
+MAX_TIME = 10**10  # bucket sort keys hold 10-digit times (until the year 2286)
 ALIGN = {None: ("a whole minute", 60), "hour": ("an hour boundary", 3600), "day": ("a UTC midnight", 86400)}
 
 
 class SummaryQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    customer: Annotated[str, Field(min_length=1, max_length=250)]
-    start_time: int
-    end_time: int
+    customer: Annotated[str, Field(min_length=1, max_length=MAX_CUSTOMER)]
+    start_time: int = Field(ge=0, le=MAX_TIME)
+    end_time: int = Field(ge=0, le=MAX_TIME)
     value_grouping_window: Literal["hour", "day"] | None = None
     limit: int = Field(default=10, ge=1, le=100)
     starting_after: str | None = None
@@ -56,8 +58,8 @@ def _hash(*parts) -> str:
 def summary_id(meter: dict, customer: str, granularity: str, start: int, end: int) -> str:
     """Stable per meter, customer and window; a grouped window's id carries its start (cursors)."""
     if granularity in GRANULARITY:
-        return f"mtrusg_{_hash(meter['account_id'], meter['id'], customer, granularity)[:12]}{start:x}"
-    return f"mtrusg_{_hash(meter['account_id'], meter['id'], customer, start, end)[:24]}"
+        return f"mtrusg_{_hash(meter['scope'], meter['id'], customer, granularity)[:12]}{start:x}"
+    return f"mtrusg_{_hash(meter['scope'], meter['id'], customer, start, end)[:24]}"
 
 
 def _cursor(value: str, param: str, meter: dict, customer: str, granularity: str) -> int:
@@ -103,13 +105,30 @@ def cover(start: int, end: int) -> list[tuple[str, int]]:
     return windows
 
 
-def total(account_id: str, meter_id: str, customer: str, start: int, end: int) -> Bucket:
-    """The aggregates of [start, end) for one customer, merged from the covering buckets."""
-    pk = bucket_pk(account_id, meter_id, customer)
-    keys = [(pk, bucket_sk(g, t)) for g, t in cover(start, end)]
+def cover_ranges(start: int, end: int, granularities: str = "DHM") -> list[tuple[str, int, int]]:
+    """The same tiling as `cover`, as at most five runs (granularity, first start, end): whole
+    days in the middle, whole hours beside them, whole minutes at the outer edges."""
+    if start >= end or not granularities:
+        return []
+    g, smaller = granularities[0], granularities[1:]
+    size = GRANULARITY[g]
+    low, high = -(-start // size) * size, end - end % size
+    if low >= high:
+        return cover_ranges(start, end, smaller)
+    return [*cover_ranges(start, low, smaller), (g, low, high), *cover_ranges(high, end, smaller)]
+
+
+def total(scope: str, meter_id: str, customer: str, start: int, end: int) -> Bucket:
+    """The aggregates of [start, end) for one customer, merged from the covering buckets.
+
+    Each run of windows is one range query, which reads only the buckets that exist: the
+    work is bounded by the customer's usage, not by the length of the range."""
+    pk = bucket_pk(scope, meter_id, customer)
     merged = Bucket()
-    for item in store.batch_get(settings().rollups_table, keys).values():
-        merged.merge(Bucket.from_item(item))
+    for g, low, high in cover_ranges(start, end):
+        last = bucket_sk(g, high - GRANULARITY[g])
+        for item in store.query(settings().rollups_table, pk, bucket_sk(g, low), last, forward=True):
+            merged.merge(Bucket.from_item(item))
     return merged
 
 
@@ -126,7 +145,7 @@ def _grouped(meter: dict, spec: SummaryQuery) -> tuple[list[dict], bool]:
         low = max(low, _cursor(spec.ending_before, "ending_before", meter, spec.customer, granularity) + size)
     if low > high:
         return [], False
-    pk = bucket_pk(meter["account_id"], meter["id"], spec.customer)
+    pk = bucket_pk(meter["scope"], meter["id"], spec.customer)
     items = store.query(
         settings().rollups_table, pk, bucket_sk(granularity, low), bucket_sk(granularity, high), forward
     )
@@ -154,7 +173,7 @@ def list_summaries(who: Principal, meter_id: str, params: dict) -> dict:
     if spec.value_grouping_window:
         data, has_more = _grouped(meter, spec)
         return wire.list_object(url, data, has_more)
-    bucket = total(who.account_id, meter["id"], spec.customer, spec.start_time, spec.end_time)
+    bucket = total(who.scope, meter["id"], spec.customer, spec.start_time, spec.end_time)
     return wire.list_object(
         url, [_summary(meter, spec.customer, "", spec.start_time, spec.end_time, bucket)], False
     )

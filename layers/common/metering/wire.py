@@ -1,7 +1,6 @@
 """Stripe wire conventions: request parameters, JSON bodies, list objects."""
 
 import json
-import re
 from decimal import Decimal
 from typing import Any
 
@@ -10,14 +9,7 @@ from pydantic import BaseModel, ValidationError
 from metering.errors import StripeError, invalid, missing, unknown
 from metering.form import FormError, decode_form
 
-_NUMBER = "\x00num:"
-_NUMBER_RE = re.compile(r'"\\u0000num:([-0-9.]+)"')
-
-
-def _encode_decimal(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return _NUMBER + format_decimal(value)
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+_STRING = json.encoder.encode_basestring_ascii
 
 
 def format_decimal(value: Decimal) -> str:
@@ -28,9 +20,72 @@ def format_decimal(value: Decimal) -> str:
     return "0" if text in ("-0", "") else text
 
 
+def _encode(obj: Any, out: list[str]) -> None:
+    """Append the JSON text of `obj`; Decimals become exact JSON numbers.
+
+    Written out rather than patched into json.dumps: no in-band marker exists that a user
+    string could forge, because strings are only ever written through the string escaper.
+    """
+    if isinstance(obj, str):
+        out.append(_STRING(obj))
+    elif obj is None or isinstance(obj, bool):
+        out.append("null" if obj is None else "true" if obj else "false")
+    elif isinstance(obj, Decimal):
+        if not obj.is_finite():
+            raise ValueError(f"not a finite number: {obj}")
+        out.append(format_decimal(obj))
+    elif isinstance(obj, int | float):
+        out.append(json.dumps(obj, allow_nan=False))
+    elif isinstance(obj, dict):
+        out.append("{")
+        for i, (k, v) in enumerate(obj.items()):
+            if i:
+                out.append(",")
+            out.append(_STRING(str(k)))
+            out.append(":")
+            _encode(v, out)
+        out.append("}")
+    elif isinstance(obj, list | tuple):
+        out.append("[")
+        for i, v in enumerate(obj):
+            if i:
+                out.append(",")
+            _encode(v, out)
+        out.append("]")
+    else:
+        raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
 def dumps(obj: Any) -> str:
-    """JSON with Decimals written as exact JSON numbers."""
-    return _NUMBER_RE.sub(r"\1", json.dumps(obj, default=_encode_decimal, separators=(",", ":")))
+    """Compact JSON with Decimals written as exact JSON numbers."""
+    out: list[str] = []
+    _encode(obj, out)
+    return "".join(out)
+
+
+def is_unicode(text: str) -> bool:
+    """False for strings that cannot be stored as UTF-8 (lone surrogates from JSON escapes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_unicode(value: Any, param: str = "") -> None:
+    """Refuse parameters holding strings that are not valid Unicode, naming the param."""
+    if isinstance(value, str):
+        if not is_unicode(value):
+            raise invalid(f"Invalid {param or 'body'}: must be valid Unicode text.", param or "body")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            name = f"{param}[{k}]" if param else str(k)
+            if not is_unicode(str(k)):
+                raise invalid(f"Invalid {param or 'body'}: keys must be valid Unicode text.", param or "body")
+            check_unicode(v, name)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            check_unicode(v, f"{param}[{i}]")
 
 
 def parse_body(body: str | None, content_type: str | None) -> dict:
