@@ -6,6 +6,7 @@ maps it to its account. Lookups compare the stored hash with hmac.compare_digest
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from metering import aws, store
 from metering.config import settings
 from metering.errors import unauthorized
 from metering.keys import key
+
+ACCOUNT_ID = re.compile(r"acct_[A-Za-z0-9]{1,40}")  # scopes and keys start with it: bounded, no separators
 
 
 def scope_of(account_id: str, livemode: bool) -> str:
@@ -77,6 +80,8 @@ def create_key(
     secret = secret or ("sk_live_" if livemode else "sk_test_") + secrets.token_urlsafe(32)
     if livemode_of(secret) is None:
         raise ValueError("secret keys start with sk_test_ or sk_live_")
+    if account_id is not None and not ACCOUNT_ID.fullmatch(account_id):
+        raise ValueError("account ids are acct_ and 1 to 40 letters or digits")
     account_id = account_id or "acct_" + digest(secret)[:16]
     hashed = digest(secret)
     now = int(time.time())
