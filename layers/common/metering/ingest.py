@@ -15,6 +15,7 @@ from metering.observability import logger, metrics
 
 MAX_STREAM_EVENTS = 100
 STORE_ATTEMPTS = 3
+BACKOFF_SECONDS = 0.05
 
 
 def _count(accepted: int, rejected: Counter) -> None:
@@ -121,7 +122,7 @@ def _store(events: list[Accepted]) -> list:
         pending = [i for i, r in enumerate(results) if not isinstance(r, event_store.Stored | Rejected)]
         if not pending:
             break
-        time.sleep(0.05 * 2**attempt)
+        time.sleep(BACKOFF_SECONDS * 2**attempt)
         again = event_store.record_many([events[i] for i in pending], sources=[sources[i] for i in pending])
         for i, result in zip(pending, again, strict=True):
             results[i] = result
