@@ -8,12 +8,12 @@ app = api.build_app()
 
 @app.post("/v1/billing/meter_events")
 def create_v1():
-    return api.ok(ingest.create_v1(api.principal(app), api.params(app)))
+    return api.ok(ingest.create_v1(api.principal(app), api.params(app), api.idempotency_key(app)))
 
 
 @app.post("/v2/billing/meter_events")
 def create_v2():
-    return api.ok(ingest.create_v2(api.principal(app), api.params(app)))
+    return api.ok(ingest.create_v2(api.principal(app), api.params(app), api.idempotency_key(app)))
 
 
 @app.post("/v2/billing/meter_event_session")

@@ -281,3 +281,28 @@ def test_modes_share_nothing(aws):
     live_events = {e["id"] for e in notifications.list_events(A_LIVE.scope, 100, None)[0]}
     assert test_events and live_events and not test_events & live_events
     assert all(notifications.get_event(A_LIVE.scope, e) is None for e in test_events)
+
+
+@pytest.mark.parametrize("identifier", [None, "given"])
+def test_a_v1_retry_after_a_lost_answer_counts_once(aws, monkeypatch, identifier):
+    """The SDK retries a 500 with the same Idempotency-Key; failed requests are not replayed,
+    so the retry runs again: it must find its own event, not store a second one."""
+    m = meter()
+    real = event_store.record
+
+    def lost_answer(event, source=None):
+        real(event, source)
+        raise ClientError({"Error": {"Code": "InternalServerError", "Message": "lost"}}, "PutItem")
+
+    params = {"event_name": "tokens", "payload": {"stripe_customer_id": "c", "value": "6"}}
+    params |= {"identifier": identifier} if identifier else {}
+    monkeypatch.setattr(event_store, "record", lost_answer)
+    with pytest.raises(ClientError):
+        ingest.create_v1(A, dict(params), request_key="idem-1")
+    monkeypatch.setattr(event_store, "record", real)
+    retried = ingest.create_v1(A, dict(params), request_key="idem-1")
+    assert retried["identifier"] == (identifier or retried["identifier"])
+    other = ingest.create_v1(A, {**params, "identifier": None}, request_key="idem-2")  # another request
+    stream_pump(aws).settle()
+    assert other["identifier"] != retried["identifier"]
+    assert total(A, m, "c", BASE - DAY, BASE + DAY) == Decimal(12)

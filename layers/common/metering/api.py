@@ -6,7 +6,10 @@ carries `Request-Id`, and POSTs with `Idempotency-Key` go through `metering.idem
 """
 
 import base64
+import binascii
+import json
 import secrets
+import zlib
 from urllib.parse import urlencode
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
@@ -25,38 +28,62 @@ def ok(obj: dict, status: int = 200) -> Response:
     return Response(status, JSON, wire.dumps(obj))
 
 
-def _render(exc: StripeError) -> Response:
+# Stripe's v2 error object requires a `code`; errors that have none get one by status.
+V2_CODES = {400: "invalid_request", 401: "invalid_api_key", 404: "not_found", 429: "rate_limit"}
+
+
+def _render(exc: StripeError, path: str = "") -> Response:
     headers = {}
     if exc.should_retry is not None:
         headers["Stripe-Should-Retry"] = "true" if exc.should_retry else "false"
-    return Response(exc.status, JSON, wire.dumps(exc.body()), headers)
+    body = exc.body()
+    if path.startswith("/v2/") and "code" not in body["error"]:
+        body["error"]["code"] = V2_CODES.get(exc.status, "internal_error")
+    return Response(exc.status, JSON, wire.dumps(body), headers)
+
+
+class StripeResolver(APIGatewayRestResolver):
+    """Powertools' resolver whose OpenAPI document also declares the metering routes'
+    parameters and bodies (metering.openapi_spec), so fuzzers and clients can use it."""
+
+    def get_openapi_json_schema(self, *args, **kwargs) -> str:
+        from metering import openapi_spec
+
+        document = json.loads(super().get_openapi_json_schema(*args, **kwargs))
+        return json.dumps(openapi_spec.annotate(document), indent=2, sort_keys=True)
 
 
 def build_app() -> APIGatewayRestResolver:
-    app = APIGatewayRestResolver(enable_validation=True)
+    app = StripeResolver(enable_validation=True)
+
+    def path() -> str:
+        try:
+            return app.current_event.path or ""
+        except Exception:
+            return ""
 
     @app.exception_handler(StripeError)
     def stripe_error(exc: StripeError):
-        return _render(exc)
+        return _render(exc, path())
 
     @app.exception_handler(ValidationError)
     def validation_error(exc: ValidationError):
-        return _render(wire.to_stripe_error(exc))
+        return _render(wire.to_stripe_error(exc), path())
 
     @app.not_found
     def not_found(_exc):
         event = app.current_event
+        shown = wire.clip(event.path or "", 200)
         return _render(
-            StripeError(
-                f"Unrecognized request URL ({event.http_method}: {event.path}).", 404, code="url_invalid"
-            )
+            StripeError(f"Unrecognized request URL ({event.http_method}: {shown}).", 404, code="url_invalid"),
+            path(),
         )
 
     @app.exception_handler(Exception)
     def unexpected(exc: Exception):
         logger.exception("unhandled error")
         return _render(
-            StripeError("An unexpected error occurred; retry.", 500, "api_error", should_retry=True)
+            StripeError("An unexpected error occurred; retry.", 500, "api_error", should_retry=True), path()
         )
 
     app.use(middlewares=[_idempotency_middleware])
@@ -81,13 +108,43 @@ def caller(app: APIGatewayRestResolver) -> Principal:
     return sessions.authenticate(app.current_event.headers.get("authorization"))
 
 
+def _not_utf8() -> StripeError:
+    return invalid("Invalid request body: not valid UTF-8.", "body", "invalid_utf8")
+
+
 def _raw_body(event) -> str:
+    """The body as text: invalid UTF-8 is refused, never replaced."""
     body = event.body or ""
     if event.is_base64_encoded:
-        body = base64.b64decode(body).decode("utf-8", errors="replace")
-    if len(body.encode("utf-8")) > MAX_BODY_BYTES:
+        try:
+            raw = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise invalid("Invalid request body: bad base64 encoding.", "body") from None
+        if len(raw) > MAX_BODY_BYTES:
+            raise invalid("The request body is larger than 1 MB.", "body", "request_too_large")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _not_utf8() from None
+    try:
+        size = len(body.encode("utf-8"))
+    except UnicodeEncodeError:  # lone surrogates: bytes that were not UTF-8
+        raise _not_utf8() from None
+    if size > MAX_BODY_BYTES:
         raise invalid("The request body is larger than 1 MB.", "body", "request_too_large")
     return body
+
+
+def _query(event) -> dict:
+    query = event.multi_value_query_string_parameters or {}
+    pairs = [(name, value) for name, values in query.items() for value in (values or [])]
+    if not pairs:
+        return {}
+    try:
+        text = urlencode(pairs)
+    except UnicodeEncodeError:
+        raise invalid("Invalid query string: not valid UTF-8.", "query", "invalid_utf8") from None
+    return wire.parse_body(text, None)
 
 
 def params(app: APIGatewayRestResolver) -> dict:
@@ -95,9 +152,7 @@ def params(app: APIGatewayRestResolver) -> dict:
     if "params" in app.context:
         return app.context["params"]
     event = app.current_event
-    query = event.multi_value_query_string_parameters or {}
-    pairs = [(name, value) for name, values in query.items() for value in (values or [])]
-    decoded = wire.parse_body(urlencode(pairs), None) if pairs else {}
+    decoded = _query(event)
     if event.http_method == "POST":
         body = wire.parse_body(_raw_body(event), event.headers.get("content-type"))
         decoded = {**decoded, **body}
@@ -106,9 +161,14 @@ def params(app: APIGatewayRestResolver) -> dict:
     return decoded
 
 
+def idempotency_key(app: APIGatewayRestResolver) -> str | None:
+    """The request's `Idempotency-Key` header, if any."""
+    return app.current_event.headers.get("idempotency-key") or None
+
+
 def _idempotency_middleware(app: APIGatewayRestResolver, next_middleware) -> Response:
     event = app.current_event
-    idem_key = event.headers.get("idempotency-key")
+    idem_key = idempotency_key(app)
     if event.http_method != "POST" or not idem_key:
         return next_middleware(app)
     who = caller(app)
@@ -116,11 +176,15 @@ def _idempotency_middleware(app: APIGatewayRestResolver, next_middleware) -> Res
 
     def produce() -> dict:
         response = next_middleware(app)
-        return {"status": response.status_code, "body": response.body, "content_type": response.content_type}
+        # Stored compressed: the saved response must fit one DynamoDB item (400 KB) even when
+        # it echoes the largest payload the API accepts in escaped JSON.
+        packed = base64.b64encode(zlib.compress(response.body.encode("utf-8"), 6)).decode("ascii")
+        return {"status": response.status_code, "body_z": packed, "content_type": response.content_type}
 
     out = idempotency.run(who.scope, idem_key, print_, produce, app.lambda_context)
     headers = {"Idempotent-Replayed": "true"} if out.get("replayed") else {}
-    return Response(out["status"], out.get("content_type") or JSON, out["body"], headers)
+    body = out["body"] if "body" in out else zlib.decompress(base64.b64decode(out["body_z"])).decode("utf-8")
+    return Response(out["status"], out.get("content_type") or JSON, body, headers)
 
 
 def handle(app: APIGatewayRestResolver, event: dict, context) -> dict:

@@ -1,5 +1,6 @@
 """Meter event endpoints (v1, v2, v2 stream): validation, storage, error reports, metrics."""
 
+import hashlib
 import secrets
 import time
 from collections import Counter
@@ -26,11 +27,21 @@ def _count(accepted: int, rejected: Counter) -> None:
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=n)
 
 
-def _one(who: Principal, params: dict, timestamp_parser) -> event_store.Stored:
+def _one(who: Principal, params: dict, timestamp_parser, request_key: str | None) -> event_store.Stored:
+    """One event. With an `Idempotency-Key` (the SDK always sends one), the event is tagged
+    with it and, when it has no identifier, gets one derived from it: a retry after an
+    error whose write had in fact happened finds its own event and answers 200 instead of
+    storing it again under a fresh identifier."""
     wire.reject_unknown(params, FIELDS | {"expand"})
+    source = None
+    if request_key:
+        source = "request#" + request_key
+        if params.get("identifier") in (None, ""):
+            digest = hashlib.sha256(f"{who.scope}\n{request_key}".encode()).hexdigest()
+            params = {**params, "identifier": "mev_" + digest[:24]}
     try:
         event = check(who.account_id, who.livemode, params, timestamp_parser(params.get("timestamp")))
-        stored = event_store.record(event)
+        stored = event_store.record(event, source)
     except StripeError as exc:
         _count(0, Counter([exc.code or "invalid"]))
         raise
@@ -38,13 +49,13 @@ def _one(who: Principal, params: dict, timestamp_parser) -> event_store.Stored:
     return stored
 
 
-def create_v1(who: Principal, params: dict) -> dict:
-    stored = _one(who, params, parse_unix)
+def create_v1(who: Principal, params: dict, request_key: str | None = None) -> dict:
+    stored = _one(who, params, parse_unix, request_key)
     return meter_events.v1_object(stored.event, stored.received)
 
 
-def create_v2(who: Principal, params: dict) -> dict:
-    stored = _one(who, params, parse_rfc3339)
+def create_v2(who: Principal, params: dict, request_key: str | None = None) -> dict:
+    stored = _one(who, params, parse_rfc3339, request_key)
     return meter_events.v2_object(stored.event, stored.received)
 
 
