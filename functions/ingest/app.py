@@ -6,14 +6,21 @@ from metering.observability import logger, metrics, tracer
 app = api.build_app()
 
 
+def _event(version: int):
+    """A v1/v2 meter event; its own write carries the Idempotency-Key (see api.SELF_IDEMPOTENT)."""
+    who, key = api.principal(app), api.idempotency_key(app)
+    obj, replayed = ingest.create(who, api.params(app), version, key, api.request_fingerprint(app))
+    return api.ok(obj, headers={"Idempotent-Replayed": "true"} if replayed else None)
+
+
 @app.post("/v1/billing/meter_events")
 def create_v1():
-    return api.ok(ingest.create_v1(api.principal(app), api.params(app), api.idempotency_key(app)))
+    return _event(1)
 
 
 @app.post("/v2/billing/meter_events")
 def create_v2():
-    return api.ok(ingest.create_v2(api.principal(app), api.params(app), api.idempotency_key(app)))
+    return _event(2)
 
 
 @app.post("/v2/billing/meter_event_session")

@@ -106,7 +106,7 @@ class WriteFaults:
         monkeypatch.setattr(event_store, "record", self.record)
         monkeypatch.setattr(ingest, "BACKOFF_SECONDS", 0)
 
-    def record(self, event, source=None):
+    def record(self, event, source=None, fingerprint=None):
         from botocore.exceptions import ClientError
 
         plan = self.plan.get(event.payload.get("n"))
@@ -114,9 +114,9 @@ class WriteFaults:
             plan[0] -= 1
             if plan[1]:
                 plan[1] = False
-                self.real(event, source)
+                self.real(event, source, fingerprint)
             raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "injected"}}, "PutItem")
-        return self.real(event, source)
+        return self.real(event, source, fingerprint)
 
 
 def send_stream(who, faults: WriteFaults, events: list, marker: str) -> dict[str, str]:

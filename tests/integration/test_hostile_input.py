@@ -155,13 +155,19 @@ def test_no_user_string_turns_into_a_number():
     }
 
 
-def test_a_forged_display_name_keeps_lists_and_events_valid(aws):
-    m = meter()
-    meters.update(A, m["id"], {"display_name": "x\x00num:1"})
-    listed = json.loads(wire.dumps(meters.list_meters(A, {})))
-    assert listed["data"][0]["display_name"] == "x\x00num:1"
-    page = notifications.list_page(A.scope, {})
-    assert json.loads(wire.dumps(page))["data"][0]["data"]["object"]["display_name"] == "x\x00num:1"
+def test_forged_markers_in_user_strings_stay_strings_in_every_answer(aws):
+    """The old writer turned the string "\x00num:1" into a bare number: the answer, and the
+    stored /v2/core/events documents that echo the string, became invalid JSON for good."""
+    meter()
+    forged = "\x00num:1"
+    payload = {"stripe_customer_id": forged, "value": "1"}
+    answer = json.loads(wire.dumps(ingest.create_v1(A, {"event_name": "tokens", "payload": payload})))
+    assert answer["payload"]["stripe_customer_id"] == forged
+    ingest.stream(A, {"events": [{"event_name": forged, "payload": payload}]})  # no meter: reported
+    page = json.loads(wire.dumps(notifications.list_page(A.scope, {})))
+    (report,) = [e for e in page["data"] if e["type"] == "v1.billing.meter.no_meter_found"]
+    sample = report["data"]["reason"]["error_types"][0]["sample_errors"][0]["error_message"]
+    assert forged in sample
 
 
 # Class 4: a stream request never answers an error after storing events.
@@ -290,8 +296,8 @@ def test_a_v1_retry_after_a_lost_answer_counts_once(aws, monkeypatch, identifier
     m = meter()
     real = event_store.record
 
-    def lost_answer(event, source=None):
-        real(event, source)
+    def lost_answer(event, source=None, fingerprint=None):
+        real(event, source, fingerprint)
         raise ClientError({"Error": {"Code": "InternalServerError", "Message": "lost"}}, "PutItem")
 
     params = {"event_name": "tokens", "payload": {"stripe_customer_id": "c", "value": "6"}}

@@ -68,3 +68,30 @@ def test_body_over_one_megabyte_is_rejected(ai_tokens, handler):
     event["body"] = json.dumps({"event_name": "ai_tokens", "payload": {"x": "y" * (1024 * 1024)}})
     out = handler("IngestFunction", event)
     assert out["statusCode"] == 400 and body(out)["error"]["param"] == "body"
+
+
+def test_event_replays_need_no_idempotency_record(aws, ai_tokens, handler):
+    """The event item carries the key and the request's fingerprint: a replay answers the
+    first response, other parameters under the key are an idempotency_error, and the
+    Powertools idempotency table is never written for meter events (one write per event)."""
+    import boto3
+
+    def records():
+        return boto3.client("dynamodb").scan(TableName=aws.tables["IdempotencyTable"])["Items"]
+
+    before = records()  # the meter's creation has one
+    event = sample_event("create_meter_event.json")
+    event["headers"]["Idempotency-Key"] = "replay-no-record"
+    event["body"] = event["body"].replace("identifier=", "ignored=").split("&ignored=")[0]
+    first = handler("IngestFunction", event)
+    again = handler("IngestFunction", event)
+    assert first["statusCode"] == again["statusCode"] == 200, first["body"]
+    assert again["body"] == first["body"]
+    headers = again.get("headers") or {k: v[-1] for k, v in again["multiValueHeaders"].items()}
+    assert headers.get("Idempotent-Replayed") == "true"
+    other = dict(event, body=event["body"].replace("tokens%5D=25", "tokens%5D=26"))
+    mismatch = handler("IngestFunction", other)
+    assert (
+        mismatch["statusCode"] == 400 and json.loads(mismatch["body"])["error"]["type"] == "idempotency_error"
+    )
+    assert records() == before

@@ -24,8 +24,8 @@ JSON = "application/json"
 MAX_BODY_BYTES = 1024 * 1024
 
 
-def ok(obj: dict, status: int = 200) -> Response:
-    return Response(status, JSON, wire.dumps(obj))
+def ok(obj: dict, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(status, JSON, wire.dumps(obj), headers or None)
 
 
 # Stripe's v2 error object requires a `code`; errors that have none get one by status.
@@ -38,7 +38,8 @@ def _render(exc: StripeError, path: str = "") -> Response:
         headers["Stripe-Should-Retry"] = "true" if exc.should_retry else "false"
     body = exc.body()
     if path.startswith("/v2/") and "code" not in body["error"]:
-        body["error"]["code"] = V2_CODES.get(exc.status, "internal_error")
+        fallback = "idempotency_error" if exc.type == "idempotency_error" else None
+        body["error"]["code"] = fallback or V2_CODES.get(exc.status, "internal_error")
     return Response(exc.status, JSON, wire.dumps(body), headers)
 
 
@@ -166,13 +167,28 @@ def idempotency_key(app: APIGatewayRestResolver) -> str | None:
     return app.current_event.headers.get("idempotency-key") or None
 
 
+# Routes whose own write carries the Idempotency-Key (meter events: the event item records
+# the key and the request's fingerprint), so a replay costs no idempotency record.
+SELF_IDEMPOTENT = {"/v1/billing/meter_events", "/v2/billing/meter_events"}
+
+
+def request_fingerprint(app: APIGatewayRestResolver) -> str:
+    """What must match for a request with the same Idempotency-Key to be a replay."""
+    event = app.current_event
+    return idempotency.fingerprint(event.http_method, event.path, params(app))
+
+
 def _idempotency_middleware(app: APIGatewayRestResolver, next_middleware) -> Response:
     event = app.current_event
     idem_key = idempotency_key(app)
-    if event.http_method != "POST" or not idem_key:
+    if event.http_method != "POST" or not idem_key or event.resource in SELF_IDEMPOTENT:
+        if idem_key and len(idem_key) > idempotency.MAX_KEY_LENGTH:
+            raise invalid(
+                f"Idempotency-Key must be at most {idempotency.MAX_KEY_LENGTH} characters.", "Idempotency-Key"
+            )
         return next_middleware(app)
     who = caller(app)
-    print_ = idempotency.fingerprint(event.http_method, event.path, params(app))
+    print_ = request_fingerprint(app)
 
     def produce() -> dict:
         response = next_middleware(app)

@@ -11,14 +11,22 @@ class StripeError(Exception):
     code: str | None = None
     param: str | None = None
     should_retry: bool | None = None
+    doc_url: str | None = None
 
     def body(self) -> dict:
-        error = {"type": self.type, "message": self.message}
+        # Stripe's error object bounds message (40,000) and param (5,000 characters).
+        error = {"type": self.type, "message": _clip(self.message, 40_000)}
         if self.code:
             error["code"] = self.code
         if self.param:
-            error["param"] = self.param
+            error["param"] = _clip(self.param, 5_000)
+        if self.doc_url:
+            error["doc_url"] = self.doc_url
         return {"error": error}
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 def invalid(message: str, param: str | None = None, code: str | None = None) -> StripeError:
@@ -30,7 +38,7 @@ def missing(param: str) -> StripeError:
 
 
 def unknown(param: str) -> StripeError:
-    return invalid(f"Received unknown parameter: {param}", param, "parameter_unknown")
+    return invalid(f"Received unknown parameter: {_clip(param, 200)}", param, "parameter_unknown")
 
 
 def not_found(message: str, param: str = "id") -> StripeError:
@@ -43,3 +51,13 @@ def unauthorized(message: str = "Invalid API Key provided.", code: str | None = 
 
 def retryable(message: str = "The service is busy, please retry.") -> StripeError:
     return StripeError(message, 429, "api_error", "rate_limit", should_retry=True)
+
+
+def idempotency_mismatch(idem_key: str) -> StripeError:
+    return StripeError(
+        "Keys for idempotent requests can only be used with the same parameters they were first used "
+        f"with. Try using a key other than '{idem_key}' if you meant to execute a different request.",
+        400,
+        "idempotency_error",
+        should_retry=False,
+    )

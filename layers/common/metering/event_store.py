@@ -17,12 +17,13 @@ The aggregate function reads this table's stream; nothing here touches rollups.
 import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from botocore.exceptions import ClientError
 
 from metering import aws, clock, store
 from metering.config import settings
+from metering.errors import idempotency_mismatch
 from metering.ids import monotonic_ns
 from metering.keys import key, part
 from metering.meter_events import Accepted, Rejected, reject
@@ -38,6 +39,7 @@ class Stored:
     event: Accepted
     received: int
     counted: bool  # False when a newer event already holds its pre-aggregation slot
+    replayed: bool = False  # found already stored from the same source (a retry)
 
 
 def event_key(scope: str, identifier: str) -> dict:
@@ -59,9 +61,12 @@ def duplicate(identifier: str) -> Rejected:
     )
 
 
-def _attributes(event: Accepted, seq: str, received: int, source: str | None) -> dict:
+def _attributes(
+    event: Accepted, seq: str, received: int, source: str | None, fingerprint: str | None
+) -> dict:
     return {
         "src": source,
+        "fp": fingerprint,
         "scope": event.scope,
         "mid": event.meter["id"],
         "en": event.event_name,
@@ -79,7 +84,7 @@ def _attributes(event: Accepted, seq: str, received: int, source: str | None) ->
     }
 
 
-def record(event: Accepted, source: str | None = None) -> Stored:
+def record(event: Accepted, source: str | None = None, fingerprint: str | None = None) -> Stored:
     """Store one accepted event; raises Rejected(duplicate_identifier) for a seen identifier.
 
     `source` tags where the event came from (a bulk file's row): storing the same event
@@ -88,7 +93,7 @@ def record(event: Accepted, source: str | None = None) -> Stored:
     """
     received = int(clock.now())
     seq = f"{monotonic_ns():020d}"
-    attrs = _attributes(event, seq, received, source)
+    attrs = _attributes(event, seq, received, source, fingerprint)
     table = settings().events_table
     window = event.meter.get("event_time_window")
     try:
@@ -104,25 +109,31 @@ def record(event: Accepted, source: str | None = None) -> Stored:
         if store.error_code(exc) != "ConditionalCheckFailedException":
             store.raise_retryable(exc)
             raise
-        return _earlier_write(event, source, exc)
+        return _earlier_write(event, source, fingerprint, exc)
     except Rejected as exc:
         if exc.code != "duplicate_identifier":
             raise
-        return _earlier_write(event, source, exc)
+        return _earlier_write(event, source, fingerprint, exc)
 
 
-def stored_from(event: Accepted, source: str) -> Stored | None:
-    """The event as stored from `source` (a write whose answer was lost), or None."""
+def stored_from(event: Accepted, source: str, fingerprint: str | None = None) -> Stored | None:
+    """The event as stored from `source` (a retry, or a write whose answer was lost), or None.
+
+    A request with the same source but another fingerprint (an Idempotency-Key reused with
+    other parameters) is an idempotency error."""
     key_ = event_key(event.scope, event.identifier)
     existing = store.get(settings().events_table, key_["pk"], key_["sk"], consistent=True)
-    if existing and existing.get("src") == source:
-        return Stored(event, int(existing["rcv"]), existing.get("st") != "superseded")
-    return None
+    if not existing or existing.get("src") != source:
+        return None
+    if existing.get("fp") != fingerprint:
+        raise idempotency_mismatch(source.partition("#")[2])
+    stored = replace(event, timestamp=int(existing["ts"]))  # as first stored (a default timestamp)
+    return Stored(stored, int(existing["rcv"]), existing.get("st") != "superseded", replayed=True)
 
 
-def _earlier_write(event: Accepted, source: str | None, exc: Exception) -> Stored:
+def _earlier_write(event: Accepted, source: str | None, fingerprint: str | None, exc: Exception) -> Stored:
     """The same event already stored from the same source, or a duplicate error."""
-    earlier = stored_from(event, source) if source is not None else None
+    earlier = stored_from(event, source, fingerprint) if source is not None else None
     if earlier is None:
         raise duplicate(event.identifier) from exc
     return earlier

@@ -13,7 +13,7 @@ from functools import cache
 
 from metering import aws
 from metering.config import settings
-from metering.errors import StripeError, invalid
+from metering.errors import StripeError, idempotency_mismatch, invalid
 
 EXPIRY_SECONDS = 24 * 60 * 60
 MAX_KEY_LENGTH = 255
@@ -86,13 +86,7 @@ def run(scope: str, idem_key: str, print_: str, produce: Callable[[], dict], lam
     except NotStored as exc:
         return exc.response
     except IdempotencyValidationError as exc:
-        raise StripeError(
-            "Keys for idempotent requests can only be used with the same parameters they were first used "
-            f"with. Try using a key other than '{idem_key}' if you meant to execute a different request.",
-            400,
-            "idempotency_error",
-            should_retry=False,
-        ) from exc
+        raise idempotency_mismatch(idem_key) from exc
     except IdempotencyAlreadyInProgressError as exc:
         raise StripeError(
             "There is currently another in-progress request using this Idempotent Key (that probably means "

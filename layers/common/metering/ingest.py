@@ -27,11 +27,15 @@ def _count(accepted: int, rejected: Counter) -> None:
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=n)
 
 
-def _one(who: Principal, params: dict, timestamp_parser, request_key: str | None) -> event_store.Stored:
-    """One event. With an `Idempotency-Key` (the SDK always sends one), the event is tagged
-    with it and, when it has no identifier, gets one derived from it: a retry after an
-    error whose write had in fact happened finds its own event and answers 200 instead of
-    storing it again under a fresh identifier."""
+def _one(
+    who: Principal, params: dict, timestamp_parser, request_key: str | None, fingerprint: str | None
+) -> event_store.Stored:
+    """One event. With an `Idempotency-Key` (the SDK always sends one), the event item
+    records the key and the request's fingerprint, and an event without identifier gets one
+    derived from the key: a retry, whether of a success (a replay) or of an error whose
+    write had in fact happened, finds its own event and answers as the first time; the
+    same key with other parameters is an `idempotency_error`. No idempotency record is
+    written: the event is the record."""
     wire.reject_unknown(params, FIELDS | {"expand"})
     source = None
     if request_key:
@@ -41,22 +45,31 @@ def _one(who: Principal, params: dict, timestamp_parser, request_key: str | None
             params = {**params, "identifier": "mev_" + digest[:24]}
     try:
         event = check(who.account_id, who.livemode, params, timestamp_parser(params.get("timestamp")))
-        stored = event_store.record(event, source)
+        stored = event_store.record(event, source, fingerprint)
     except StripeError as exc:
         _count(0, Counter([exc.code or "invalid"]))
         raise
-    _count(1, Counter())
+    _count(0 if stored.replayed else 1, Counter())
     return stored
 
 
+def create(
+    who: Principal, params: dict, version: int, request_key: str | None = None, fingerprint: str | None = None
+) -> tuple[dict, bool]:
+    """A v1 or v2 meter event; returns (the object, whether it is a replay)."""
+    if version == 1:
+        stored = _one(who, params, parse_unix, request_key, fingerprint)
+        return meter_events.v1_object(stored.event, stored.received), stored.replayed
+    stored = _one(who, params, parse_rfc3339, request_key, fingerprint)
+    return meter_events.v2_object(stored.event, stored.received), stored.replayed
+
+
 def create_v1(who: Principal, params: dict, request_key: str | None = None) -> dict:
-    stored = _one(who, params, parse_unix, request_key)
-    return meter_events.v1_object(stored.event, stored.received)
+    return create(who, params, 1, request_key)[0]
 
 
 def create_v2(who: Principal, params: dict, request_key: str | None = None) -> dict:
-    stored = _one(who, params, parse_rfc3339, request_key)
-    return meter_events.v2_object(stored.event, stored.received)
+    return create(who, params, 2, request_key)[0]
 
 
 def _stream_events(params: dict) -> list:
@@ -66,11 +79,19 @@ def _stream_events(params: dict) -> list:
         raise invalid(
             "Missing required param: events (an array of 1 to 100 meter events).",
             "events",
-            "parameter_missing" if events is None else None,
+            "parameter_missing" if events is None else "parameter_invalid_type",
         )
-    if not 1 <= len(events) <= MAX_STREAM_EVENTS:
+    if not events:
         raise invalid(
-            f"events must hold between 1 and {MAX_STREAM_EVENTS} meter events; got {len(events)}.", "events"
+            f"events must hold between 1 and {MAX_STREAM_EVENTS} meter events; got none.",
+            "events",
+            "parameter_invalid_empty",
+        )
+    if len(events) > MAX_STREAM_EVENTS:
+        raise invalid(
+            f"events must hold between 1 and {MAX_STREAM_EVENTS} meter events; got {len(events)}.",
+            "events",
+            "array_length_exceeds_maximum",
         )
     return events
 
@@ -112,7 +133,9 @@ def _check_all(who: Principal, events: list) -> tuple[list[Accepted], list[error
         if not isinstance(raw, dict):
             failures.append(error_reports.Failure("", None, "invalid_event", "Each event must be an object."))
             continue
-        name, identifier = str(raw.get("event_name") or ""), raw.get("identifier")
+        name, identifier = raw.get("event_name"), raw.get("identifier")
+        name = name if isinstance(name, str) else ""
+        identifier = identifier if isinstance(identifier, str) else None
         try:
             wire.reject_unknown(raw, FIELDS)
             accepted.append(check(who.account_id, who.livemode, raw, parse_rfc3339(raw.get("timestamp"))))
