@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from metering_local import aws_endpoint
+from metering_local import aws_endpoint, schedule_trigger, sqs_trigger
 from metering_local.template import Template
 
 DEFAULT_KEY = "sk_test_local"
@@ -36,6 +36,7 @@ class Environment:
         if self.names.bucket:
             os.environ["UPLOAD_BUCKET"] = self.names.bucket
         os.environ["METERING_LOCAL"] = "1"
+        os.environ.setdefault("WEBHOOKS_ALLOW_LOOPBACK", "1")  # local webhook receivers listen on 127.0.0.1
         os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
         os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 
@@ -69,17 +70,22 @@ def serve(args) -> int:
     server = make_server(gateway, args.host, args.port, extra)
     stop = threading.Event()
     triggers = start_triggers(template, runtime, env.names, stop)
+    triggers += schedule_trigger.start(template, runtime, stop, args.schedule_interval)
+    triggers += sqs_trigger.start(template, runtime, env.names, stop)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     api_url = f"http://{args.host}:{server.server_address[1]}"
     print(f"API:          {api_url}", flush=True)
     print(f"Swagger UI:   {api_url}/swagger  (OpenAPI: {api_url}/openapi.json)")
+    if any(route.path == "/dashboard" for route in template.routes()):
+        print(f"Dashboard:    {api_url}/dashboard  (sign in with an API key below)")
     print(f"AWS endpoint: {env.endpoint_url}")
     if env.names.bucket:
         print(f"Bucket:       s3://{env.names.bucket}/uploads/<account id>/")
     for key, account in accounts.items():
         print(f"API key:      {key}  (account {account})")
     print("Ready. Ctrl-C stops.", flush=True)
+    runtime.prestart(_prestart_order(template), stop)  # one warm instance each, in the background
 
     def _stop(*_):
         stop.set()
@@ -90,9 +96,18 @@ def serve(args) -> int:
     server.shutdown()
     for trigger in triggers:
         trigger.join(timeout=5)
+    runtime.close()
     env.stop()
     print("Stopped.", flush=True)
     return 0
+
+
+def _prestart_order(template: Template) -> list[str]:
+    """The authorizer first, then the API functions, then the others."""
+    api = {route.function for route in template.routes()}
+    names = list(template.functions())
+    first = [template.authorizer_function()] if template.authorizer_function() in names else []
+    return first + [n for n in names if n in api and n not in first] + [n for n in names if n not in api]
 
 
 def _clock_control(query: dict):
@@ -126,7 +141,8 @@ def invoke(args) -> int:
     try:
         env.register_keys(args.api_key or [DEFAULT_KEY])
         event = json.loads(Path(args.event).read_text()) if args.event else {}
-        result = Runtime(template.functions(), pool_size=1).invoke(args.function, event)
+        with Runtime(template.functions(), pool_size=1) as runtime:
+            result = runtime.invoke(args.function, event)
         print(json.dumps(result, indent=2, default=str))
     finally:
         env.stop()
@@ -148,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--host", default="127.0.0.1")
             p.add_argument("--port", type=int, default=3000)
             p.add_argument("--aws-port", type=int, default=4566)
+            p.add_argument(
+                "--schedule-interval",
+                type=float,
+                help="run scheduled functions every N seconds instead of their template rate",
+            )
         else:
             p.add_argument("function", help="logical id of the function in template.yaml")
             p.add_argument("--event", "-e", help="event JSON file, e.g. events/create_meter.json")

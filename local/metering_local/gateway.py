@@ -7,6 +7,7 @@ routes and denied callers get the template's gateway responses.
 
 import base64
 import json
+import secrets
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -21,15 +22,36 @@ API_ID = "localapi"
 ARN_BASE = f"arn:aws:execute-api:us-east-1:123456789012:{API_ID}"
 
 
+def request_id() -> str:
+    return "req_" + secrets.token_hex(8)
+
+
+def _header_value(value: str) -> str | None:
+    """A gateway response header: a quoted literal, or `context.requestId` (a request id)."""
+    value = str(value)
+    if len(value) >= 2 and value[0] == value[-1] == "'":
+        return value[1:-1]
+    if value == "context.requestId":
+        return request_id()
+    return None  # other mappings are not emulated
+
+
 def _gateway_response(template: Template, kind: str, default_status: int) -> tuple[int, dict, bytes]:
-    spec = template.gateway_responses().get(kind, {})
+    responses = template.gateway_responses()
+    spec = responses.get(kind) or responses.get(f"DEFAULT_{str(default_status)[0]}XX", {})
     status = int(spec.get("StatusCode", default_status))
-    headers = {
-        name: value.strip("'")
-        for name, value in spec.get("ResponseParameters", {}).get("Headers", {}).items()
-    }
+    headers = {}
+    for name, value in spec.get("ResponseParameters", {}).get("Headers", {}).items():
+        mapped = _header_value(value)
+        if mapped is not None:
+            headers[name] = mapped
     body = spec.get("ResponseTemplates", {}).get("application/json", json.dumps({"message": kind}))
     return status, headers, body.encode("utf-8")
+
+
+def _bad_request(message: str) -> tuple[int, dict, bytes]:
+    body = {"error": {"type": "invalid_request_error", "code": "invalid_request", "message": message}}
+    return 400, {"Content-Type": "application/json"}, json.dumps(body).encode()
 
 
 def proxy_event(route: Route, method: str, raw_path: str, headers: dict, body: bytes, params: dict) -> dict:
@@ -138,15 +160,22 @@ def make_server(gateway: Gateway, host: str, port: int, extra_get: dict | None =
         protocol_version = "HTTP/1.1"
 
         def _serve(self):
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            path = urlsplit(self.path).path
-            if self.command == "GET" and path in extra_get:
-                query = dict(parse_qsl(urlsplit(self.path).query))
-                status, headers, data = extra_get[path](query)
+            length_header = (self.headers.get("Content-Length") or "0").strip()
+            if not length_header.isascii() or not length_header.isdigit():
+                self.close_connection = True  # the body's end is unknown: answer, then close
+                status, headers, data = _bad_request("Invalid Content-Length header.")
             else:
-                headers_in = {k: v for k, v in self.headers.items()}
-                status, headers, data = gateway.handle(self.command, self.path, headers_in, body)
+                length = int(length_header)
+                body = self.rfile.read(length) if length else b""
+                path = urlsplit(self.path).path
+                if self.command == "GET" and path in extra_get:
+                    query = dict(parse_qsl(urlsplit(self.path).query))
+                    status, headers, data = extra_get[path](query)
+                else:
+                    headers_in = {k: v for k, v in self.headers.items()}
+                    status, headers, data = gateway.handle(self.command, self.path, headers_in, body)
+            if not any(name.lower() == "request-id" for name in headers):
+                headers = {**headers, "Request-Id": request_id()}  # every answer carries one
             self.send_response(status)
             for name, value in headers.items():
                 if name.lower() not in ("content-length", "connection"):
@@ -160,9 +189,15 @@ def make_server(gateway: Gateway, host: str, port: int, extra_get: dict | None =
         def log_message(self, format, *args):  # noqa: A002 - stdlib signature
             pass
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    server = _Server((host, port), Handler)
     server.daemon_threads = True
     return server
+
+
+class _Server(ThreadingHTTPServer):
+    # The listen backlog: the default (5) resets connections when dozens of clients connect
+    # at once; each accepted connection gets its own thread.
+    request_queue_size = 256
 
 
 def openapi_document(runtime: Runtime) -> dict:

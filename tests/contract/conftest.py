@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-KEYS = ["sk_test_contract_a", "sk_test_contract_b", "sk_live_contract_c"]
+KEYS = ["sk_test_contract_a", "sk_test_contract_b", "sk_live_contract_c", "sk_test_contract_fuzz"]
 
 
 def _free_port() -> int:

@@ -131,7 +131,7 @@ def test_a_transient_failure_is_retried_not_reported(aws, monkeypatch):
     image = {"t": "raw", "st": "ok", "scope": A.scope, "mid": m["id"], "cust": "c", "ts": BASE, "seq": "1"}
     real = aggregate._apply
 
-    def throttled(ops):
+    def throttled(ops, *rest):
         raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "Transact")
 
     monkeypatch.setattr(aggregate, "_apply", throttled)

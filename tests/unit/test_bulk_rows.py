@@ -97,10 +97,44 @@ def test_empty_files_fail(fmt, body):
         read(body, fmt)
 
 
-def test_a_csv_field_over_the_size_limit_fails_the_file_instead_of_crashing():
-    body = b"timestamp,event_name,payload_value\n1,a,2\n1,a," + b"9" * 200_000 + b"\n"
-    with pytest.raises(FileProblem, match="Invalid CSV"):
-        read(body, ".csv")
+def test_a_csv_field_over_the_size_limit_rejects_only_its_row():
+    body = b"timestamp,event_name,payload_value\n1,a,2\n1,a," + b"9" * 200_000 + b"\n3,a,4\n"
+    first, too_long, last = read(body, ".csv")
+    assert first == (1, {"timestamp": "1", "event_name": "a", "payload": {"value": "2"}})
+    assert too_long[0] == 2 and "field larger than field limit" in too_long[1]
+    assert last == (3, {"timestamp": "3", "event_name": "a", "payload": {"value": "4"}})
+
+
+def test_a_csv_line_over_the_row_limit_is_skipped_in_pieces():
+    body = b"timestamp,event_name,payload_value\n" + b"1,a," * 300_000 + b"\n3,a,4\n"
+    assert read(body, ".csv") == [
+        (1, "The line is longer than 1048576 characters."),
+        (2, {"timestamp": "3", "event_name": "a", "payload": {"value": "4"}}),
+    ]
+
+
+@pytest.mark.parametrize("fmt", [".jsonl", ".json"])
+def test_deeply_nested_rows_are_rejected_not_recursed(fmt):
+    deep = "[" * 100_000 + "]" * 100_000  # beyond the recursion limit of any decoder
+    shallow = '{"payload": ' + "[" * 40 + "]" * 40 + "}"  # decodes, but deeper than 32 levels
+    good = '{"event_name": "a", "payload": {"v": "1"}}'
+    lines = [good, shallow, deep, good]
+    body = ("\n".join(lines) if fmt == ".jsonl" else "[" + ", ".join(lines) + "]").encode()
+    if fmt == ".jsonl":
+        assert read(body, fmt) == [
+            (1, {"event_name": "a", "payload": {"v": "1"}}),
+            (2, "The row is nested more than 32 levels deep."),
+            (3, "The row is nested more than 32 levels deep."),
+            (4, {"event_name": "a", "payload": {"v": "1"}}),
+        ]
+    else:  # a JSON array element too deep to decode can't be skipped: the file fails, with a reason
+        found = []
+        with pytest.raises(FileProblem, match="Element 3 is nested too deeply"):
+            found.extend(rows(io.BytesIO(body), fmt))
+        assert found == [
+            (1, {"event_name": "a", "payload": {"v": "1"}}),
+            (2, "The row is nested more than 32 levels deep."),
+        ]
 
 
 def test_text_that_is_not_utf8_fails_the_file():

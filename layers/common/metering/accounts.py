@@ -4,6 +4,8 @@ A secret key is never stored: the table holds its SHA-256 under `KEY#<hash>`, wh
 maps it to its account. Lookups compare the stored hash with hmac.compare_digest.
 """
 
+import base64
+import binascii
 import hashlib
 import hmac
 import re
@@ -52,7 +54,10 @@ def livemode_of(secret: str) -> bool | None:
 def authenticate(secret: str | None) -> Principal:
     """The account a secret key belongs to, or a 401."""
     if not secret:
-        raise unauthorized("You did not provide an API key. Provide it as 'Authorization: Bearer <key>'.")
+        raise unauthorized(
+            "You did not provide an API key. Provide it as 'Authorization: Bearer <key>' "
+            "(or as the user name of HTTP Basic authentication)."
+        )
     mode = livemode_of(secret)
     if mode is None:
         raise unauthorized()
@@ -64,10 +69,28 @@ def authenticate(secret: str | None) -> Principal:
 
 
 def bearer(header: str | None) -> str | None:
+    """The credential of `Authorization: Bearer <credential>`, or None."""
     if not header:
         return None
     scheme, _, value = header.strip().partition(" ")
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def secret_key(header: str | None) -> str | None:
+    """The secret key of an Authorization header: `Bearer <key>`, or HTTP Basic with the key
+    as user name and any (usually empty) password, as `curl -u sk_test_...:` sends it."""
+    token = bearer(header)
+    if token or not header:
+        return token
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic" or not value.strip():
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    user, _, _password = decoded.partition(":")
+    return user or None
 
 
 def create_key(

@@ -43,7 +43,9 @@ class AdjustmentCreate(_Strict):
 
 def _unknown(identifier: str, event_name: str) -> StripeError:
     return invalid(
-        f"No meter event with identifier '{identifier}' was found for event_name '{event_name}'.", PARAM
+        f"No meter event with identifier '{identifier}' was found for event_name '{event_name}'.",
+        PARAM,
+        "meter_event_not_found",
     )
 
 
@@ -57,6 +59,7 @@ def _cancellable(item: dict | None, spec: AdjustmentCreate, now: int) -> bool:
             f"Meter event '{identifier}' was recorded for event_name '{item['en']}', "
             f"not '{spec.event_name}'.",
             "event_name",
+            "meter_event_name_mismatch",
         )
     if item["st"] == "cancelled":
         return False
@@ -65,6 +68,7 @@ def _cancellable(item: dict | None, spec: AdjustmentCreate, now: int) -> bool:
             f"Meter event '{identifier}' was received at {int(item['rcv'])}, more than 24 hours ago; "
             "only events received in the last 24 hours can be cancelled.",
             PARAM,
+            "meter_event_cancel_window_expired",
         )
     return True
 

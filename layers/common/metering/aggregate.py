@@ -8,20 +8,24 @@ record meets a ledger already past it and adds nothing; a concurrent writer on t
 bucket makes the transaction fail and the chunk is re-read and re-applied. Buckets
 whose latest event stops counting are recomputed from the ledger (strongly consistent
 query), which is how a `last` meter falls back to the previous event.
+
+Billing alerts ride on the same transactions: flagged records (meters with alerts) also
+move per (alert, customer) counters with their ledger changes, and a threshold reached
+is fired once (metering.alert_counters). Records of meters without alerts read nothing more.
 """
 
 import json
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from aws_lambda_powertools.metrics import MetricUnit
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
-from metering import aws, store
+from metering import alert_counters, aws, store
 from metering.config import settings
 from metering.keys import unpart
 from metering.observability import logger, metrics
@@ -56,6 +60,7 @@ class Contribution:
     seq: str
     identifier: str
     value: Decimal
+    flags: int = field(default=0, compare=False)  # alert flag copied at ingest (alert_counters)
 
     @property
     def ledger_key(self) -> tuple[str, str]:
@@ -87,7 +92,14 @@ def contribution(image: dict | None) -> Contribution | None:
         return None
     value = Decimal(image["v"]) if image.get("v") is not None else Decimal(0)
     return Contribution(
-        image["scope"], image["mid"], image["cust"], int(image["ts"]), image["seq"], image["ident"], value
+        image["scope"],
+        image["mid"],
+        image["cust"],
+        int(image["ts"]),
+        image["seq"],
+        image["ident"],
+        value,
+        int(image.get("al") or 0),
     )
 
 
@@ -106,8 +118,11 @@ def operations(record: dict) -> list[Op]:
     return ops
 
 
-def _chunks(records: list[dict]) -> list[tuple[list[str], list[Op]]]:
+def _chunks(
+    records: list[dict], watch: alert_counters.Watch | None = None
+) -> list[tuple[list[str], list[Op]]]:
     """Group records into chunks whose transaction fits DynamoDB's item limit."""
+    watch = watch or alert_counters.Watch()
     chunks: list[tuple[list[str], list[Op]]] = []
     ids: list[str] = []
     ops: list[Op] = []
@@ -115,6 +130,7 @@ def _chunks(records: list[dict]) -> list[tuple[list[str], list[Op]]]:
     for record in records:
         record_ops = operations(record)
         record_keys = {k for op in record_ops for k in [op.what.ledger_key, *op.what.bucket_keys()]}
+        record_keys |= set(watch.counter_keys(op.what for op in record_ops))
         if ids and len(keys | record_keys) > MAX_TRANSACTION_ITEMS:
             chunks.append((ids, ops))
             ids, ops, keys = [], [], set()
@@ -135,11 +151,16 @@ def handle_batch(records: list[dict]) -> dict:
     records of its chunk and batch, other tenants' included, are applied as usual.
     """
     by_id = {r["dynamodb"]["SequenceNumber"]: r for r in records}
-    for ids, ops in _chunks(records):
+    try:
+        watch = alert_counters.Watch.read(op.what for r in records for op in operations(r))
+    except Exception:
+        logger.exception("could not read the alerts of flagged records")
+        return {"batchItemFailures": [{"itemIdentifier": next(iter(by_id))}] if by_id else []}
+    for ids, ops in _chunks(records, watch):
         try:
-            _apply_with_retries(ops)
+            _apply_with_retries(ops, watch)
         except Exception as exc:
-            failed = ids[0] if _transient(exc) else _one_by_one(ids, by_id)
+            failed = ids[0] if _transient(exc) else _one_by_one(ids, by_id, watch)
             if failed is not None:
                 logger.exception("rollup chunk failed", extra={"sequence_number": failed})
                 return {"batchItemFailures": [{"itemIdentifier": failed}]}
@@ -155,11 +176,11 @@ def _transient(exc: Exception) -> bool:
     return isinstance(exc, OSError | TimeoutError)
 
 
-def _one_by_one(ids: list[str], by_id: dict[str, dict]) -> str | None:
+def _one_by_one(ids: list[str], by_id: dict[str, dict], watch: alert_counters.Watch) -> str | None:
     """Apply records singly; returns the first one that failed transiently (None if none did)."""
     for record_id in ids:
         try:
-            _apply_with_retries(operations(by_id[record_id]))
+            _apply_with_retries(operations(by_id[record_id]), watch)
         except Exception as exc:
             if _transient(exc) or not _poison(by_id[record_id], exc):
                 return record_id
@@ -185,10 +206,10 @@ def _poison(record: dict, exc: Exception) -> bool:
     return True
 
 
-def _apply_with_retries(ops: list[Op]) -> None:
+def _apply_with_retries(ops: list[Op], watch: alert_counters.Watch | None = None) -> None:
     for attempt in range(MAX_ATTEMPTS):
         try:
-            _apply(ops)
+            _apply(ops, watch or alert_counters.Watch())
             return
         except ClientError as exc:
             if store.error_code(exc) not in ("TransactionCanceledException", *store.RETRYABLE):
@@ -198,28 +219,32 @@ def _apply_with_retries(ops: list[Op]) -> None:
             time.sleep(random.uniform(0, 0.02 * 2**attempt))
 
 
-def _apply(ops: list[Op]) -> None:
+def _apply(ops: list[Op], watch: alert_counters.Watch) -> None:
     if not ops:
         return
     table = settings().rollups_table
     ledger_keys = list(dict.fromkeys(op.what.ledger_key for op in ops))
     bucket_keys = list(dict.fromkeys(k for op in ops for k in op.what.bucket_keys()))
-    current = store.batch_get(table, ledger_keys + bucket_keys, consistent=True)
+    counter_keys = list(dict.fromkeys(watch.counter_keys(op.what for op in ops)))
+    current = store.batch_get(table, ledger_keys + bucket_keys + counter_keys, consistent=True)
 
     read_state = {k: current[k]["st"] if k in current else None for k in ledger_keys}
     state = dict(read_state)
     buckets = {k: Bucket.from_item(current.get(k)) for k in bucket_keys}
+    tally = alert_counters.Tally(watch, current, [op.what for op in ops])
     stale_last: set[tuple[str, str]] = set()
     for op in ops:
         k = op.what.ledger_key
         if op.add and state[k] is None:
             state[k] = COUNTED
             _add(buckets, op.what, 1)
+            tally.change(op.record_id, op.what, 1)
         elif not op.add and state[k] != REMOVED:
             was_counted = state[k] == COUNTED
             state[k] = REMOVED
             if was_counted:
                 stale_last |= _add(buckets, op.what, -1)
+                tally.change(op.record_id, op.what, -1)
 
     writes = []
     for k in ledger_keys:
@@ -248,8 +273,12 @@ def _apply(ops: list[Op]) -> None:
             writes.append(_put(table, bucket.to_item(*k), "ver = :ver", {":ver": bucket.version}))
         else:
             writes.append(_put(table, bucket.to_item(*k), "attribute_not_exists(pk)", None))
+    writes += tally.writes()
     if writes:
         aws.dynamodb().transact_write_items(TransactItems=writes)
+    tally.committed()
+    for counter in tally.due():  # owed now, or by an earlier delivery that stopped before firing
+        alert_counters.fire(counter)
 
 
 def _put(table: str, item: dict, condition: str, values: dict | None) -> dict:

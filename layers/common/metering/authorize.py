@@ -6,7 +6,7 @@ this authorizer: it takes session tokens, checked by the ingest function itself 
 expired token gets its own error code.)
 """
 
-from metering.accounts import authenticate, bearer
+from metering.accounts import authenticate, secret_key
 from metering.errors import StripeError
 from metering.observability import logger
 
@@ -32,7 +32,7 @@ def _allow(principal_id: str, method_arn: str, context: dict) -> dict:
 def policy_for(event: dict) -> dict:
     headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
     try:
-        who = authenticate(bearer(headers.get("authorization")))
+        who = authenticate(secret_key(headers.get("authorization")))
     except StripeError as exc:
         logger.info("denied", extra={"reason": exc.message, "resource": event.get("resource")})
         raise Unauthorized() from exc

@@ -33,7 +33,7 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools.utilities.streaming import S3Object
 from botocore.exceptions import ClientError
 
-from metering import aws, clock, error_reports, event_store, meter_lookup, notifications, store
+from metering import aws, clock, error_reports, event_store, meter_lookup, notifications, store, wire
 from metering.bulk_rows import FileProblem, file_format, rows
 from metering.config import settings
 from metering.errors import StripeError
@@ -47,6 +47,8 @@ WRITERS = 64  # concurrent conditional writes per batch (the client pool holds 6
 CHECKPOINT_ROWS = 5000
 LOW_TIME_MS = 120_000
 LEASE_SECONDS = 150  # < S3's second retry (3 min after a failure), > one segment's work
+RUNNING_PK = "BULK#RUNNING"  # index of the files being ingested, read by the sweeper
+MAX_SWEEPS = 3  # resumptions by the sweeper without getting past a row before the file fails
 
 
 @dataclass
@@ -102,6 +104,15 @@ class Upload:
     def part_key(self, first_row: int) -> str:
         return f"{RESULTS}.parts/{self.etag}/{self.path_hash}/{first_row:012d}.csv"
 
+    def marker_key(self, name: str) -> dict:
+        """A main table key next to the progress item, for `notifications.publish_once`."""
+        return {"pk": self.progress_key["pk"], "sk": key(self.progress_key["sk"], name)}
+
+    @property
+    def running_key(self) -> dict:
+        """The file's entry in the index of running files the sweeper reads."""
+        return {"pk": RUNNING_PK, "sk": key(self.account_id, self.etag, self.path_hash)}
+
 
 def parse_upload(bucket: str, object_key: str, etag: str) -> Upload | None:
     """The upload an object key names, or None for keys outside uploads/ and folder markers."""
@@ -128,6 +139,7 @@ def _claim(upload: Upload, handed_over: int | None) -> Progress | None:
     k = upload.progress_key
     current = store.get(table, k["pk"], k["sk"], consistent=True)
     if current is None:
+        _index(upload, now)  # first: a file never runs without its entry in the sweeper's index
         item = {**k, "row": 0, "records": 0, "ingested": 0, "errors": 0, "parts": [], "status": "running"}
         item |= {"file": upload.key, "lease": now + LEASE_SECONDS}
         return Progress(lease=now + LEASE_SECONDS) if store.put_new(table, item) else None
@@ -144,6 +156,18 @@ def _claim(upload: Upload, handed_over: int | None) -> Progress | None:
         raise
     progress.lease = now + LEASE_SECONDS
     return progress
+
+
+def _index(upload: Upload, now: int) -> None:
+    entry = {**upload.running_key, "bucket": upload.bucket, "key": upload.key, "etag": upload.etag}
+    aws.dynamodb().put_item(TableName=settings().main_table, Item=store.to_item({**entry, "since": now}))
+
+
+def _unindex(upload: Upload) -> None:
+    try:
+        aws.dynamodb().delete_item(TableName=settings().main_table, Key=store.to_item(upload.running_key))
+    except ClientError:  # the sweeper removes entries of finished files too
+        logger.exception("could not remove the running-file entry", extra={"file": upload.key})
 
 
 def _update(upload: Upload, expression: str, condition: str, values: dict) -> None:
@@ -194,10 +218,12 @@ class Segment:
     failures: list[error_reports.Failure] = field(default_factory=list)
 
     def reject(self, number: int, fields, code: str, message: str) -> None:
-        identifier = fields.get("identifier", "") if isinstance(fields, dict) else ""
-        self.errors.append((number, str(identifier or ""), code, message))
-        name = fields.get("event_name", "") if isinstance(fields, dict) else ""
-        self.failures.append(error_reports.Failure(str(name or ""), identifier or None, code, message))
+        identifier = fields.get("identifier") if isinstance(fields, dict) else None
+        identifier = identifier if isinstance(identifier, str) and wire.is_unicode(identifier) else ""
+        self.errors.append((number, identifier, code, message))
+        name = fields.get("event_name") if isinstance(fields, dict) else None
+        name = name if isinstance(name, str) else ""
+        self.failures.append(error_reports.Failure(name, identifier or None, code, message))
 
 
 def _check_rows(upload: Upload, livemode: bool, batch: list, segment: Segment) -> tuple[list, list]:
@@ -235,9 +261,18 @@ def _write(accepted: list, sources: list, segment: Segment) -> None:
             segment.ingested += 1
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """A cell a spreadsheet shows as text: one starting like a formula gets a leading `'`."""
+    return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
+
+
 def _save_part(upload: Upload, segment: Segment) -> None:
     body = io.StringIO()
-    csv.writer(body).writerows(sorted(segment.errors))
+    rows = sorted(segment.errors)
+    csv.writer(body).writerows([(n, *(spreadsheet_safe(c) for c in cells)) for n, *cells in rows])
     aws.s3().put_object(
         Bucket=upload.bucket, Key=upload.part_key(segment.first_row), Body=body.getvalue().encode()
     )
@@ -319,10 +354,80 @@ def _ingest(upload: Upload, progress: Progress, livemode: bool, remaining_ms, st
     return _finish(upload, progress, None, livemode)
 
 
+def sweep() -> list[dict]:
+    """Continuation events for the files whose invocation died (lease run out or released,
+    S3's retries spent): each resumes from its last checkpoint. A file the sweeper already
+    resumed MAX_SWEEPS times without getting past the same row fails with a reason instead.
+
+    Reads the index of running files (one partition of small items), never the table."""
+    table, now = settings().main_table, int(time.time())
+    follow_ups = []
+    for entry in list(store.query(table, RUNNING_PK, "\x01", store.HIGH, forward=True, consistent=True)):
+        upload = parse_upload(entry.get("bucket", ""), entry.get("key", ""), entry.get("etag", ""))
+        if upload is None or upload.running_key["sk"] != entry["sk"]:
+            stale = store.to_item({"pk": entry["pk"], "sk": entry["sk"]})
+            aws.dynamodb().delete_item(TableName=table, Key=stale)
+            continue
+        k = upload.progress_key
+        current = store.get(table, k["pk"], k["sk"], consistent=True)
+        if current is None:  # indexed, then died before its progress item was written
+            if int(entry.get("since", 0)) + LEASE_SECONDS < now:
+                follow_ups.append({"continuation": upload.reference})
+            continue
+        progress = Progress.from_item(current)
+        if progress.status != "running":
+            _unindex(upload)
+            continue
+        if progress.lease > now:
+            continue  # alive, or just handed over
+        same_row = int(current.get("swept_row", -1)) == progress.row
+        sweeps = int(current.get("sweeps", 0)) + 1 if same_row else 1
+        try:
+            aws.dynamodb().update_item(
+                TableName=table,
+                Key=store.to_item(k),
+                UpdateExpression="SET sweeps = :n, swept_row = :row",
+                ConditionExpression="lease = :lease AND #r = :row AND #s = :running",
+                ExpressionAttributeNames={"#r": "row", "#s": "status"},
+                ExpressionAttributeValues=store.values(
+                    {":n": sweeps, ":row": progress.row, ":lease": progress.lease, ":running": "running"}
+                ),
+            )
+        except ClientError as exc:
+            if store.error_code(exc) == "ConditionalCheckFailedException":
+                continue  # it moved on meanwhile
+            raise
+        if sweeps > MAX_SWEEPS:
+            _give_up(upload, sweeps - 1)
+        else:
+            logger.warning("resuming a bulk file whose invocation died", extra={"file": upload.key})
+            follow_ups.append({"continuation": upload.reference})
+    return follow_ups
+
+
+def _give_up(upload: Upload, attempts: int) -> None:
+    """Fail a file the sweeper could not get past one row: result file, event, done."""
+    account = _account(upload.account_id)
+    progress = _claim(upload, None)
+    if progress is None:
+        return
+    livemode = upload.livemode
+    if livemode is None:
+        livemode = bool(account.get("livemode", False)) if account else False
+    reason = (
+        f"The file could not be processed past row {progress.row} after {attempts} resumptions; "
+        "rows up to there are counted."
+    )
+    _finish(upload, progress, reason, livemode)
+
+
 def handle(event: dict, remaining_ms: Callable[[], int], function_arn: str | None = None) -> dict:
-    """The bulk function: S3 notifications or a continuation of a file too large for one run."""
+    """The bulk function: S3 notifications, a continuation of a file too large for one run,
+    or the scheduled sweep that resumes files whose invocation died."""
     continuations = []
-    if "continuation" in event:
+    if event.get("detail-type") == "Scheduled Event":
+        continuations, uploads = sweep(), []
+    elif "continuation" in event:
         c = event["continuation"]
         upload = parse_upload(c["bucket"], c["key"], c["etag"])
         uploads = [(upload, c.get("lease"))] if upload else []
@@ -357,7 +462,11 @@ def _close_segment(
         _save_part(upload, segment)
         if segment.first_row not in progress.parts:
             progress.parts.append(segment.first_row)
-        error_reports.publish(upload.account_id, livemode, segment.failures, started, clock.now())
+        # Once per segment, however often the segment runs again after a crash before its checkpoint.
+        marker = upload.marker_key(f"REPORT#{segment.first_row:012d}")
+        error_reports.publish_once(
+            upload.account_id, livemode, segment.failures, started, clock.now(), marker
+        )
     progress.row = segment.last_row
     progress.records += segment.records
     progress.ingested += segment.ingested
@@ -393,6 +502,7 @@ def _finish(
     type_ = "data_management.import_set.failed" if failed_reason else "data_management.import_set.succeeded"
     notifications.publish(upload.account_id, livemode, type_, None, result)
     _checkpoint(upload, progress, "failed" if failed_reason else "done")
+    _unindex(upload)
     for first_row in progress.parts:
         aws.s3().delete_object(Bucket=upload.bucket, Key=upload.part_key(first_row))
     logger.info("bulk upload finished", extra=result)

@@ -6,15 +6,22 @@ when the file as a whole can't be read. Memory stays flat whatever the file size
 """
 
 import csv
+import gzip
 import io
 import json
+import zlib
 from collections.abc import Iterator
 from typing import IO
+
+from metering.form import MAX_DEPTH
+from metering.wire import depth
 
 CHUNK = 1 << 16
 MAX_ROW_CHARS = 1 << 20  # a meter event is a few hundred bytes; a longer row is refused, not buffered
 REQUIRED_COLUMNS = ("event_name", "timestamp")
 FORMATS = (".csv", ".json", ".jsonl")
+TOO_DEEP = f"The row is nested more than {MAX_DEPTH} levels deep."
+_LONG_LINE = "\x00metering:line-too-long\x00"  # stands in for a CSV line over MAX_ROW_CHARS
 
 
 class FileProblem(Exception):
@@ -44,14 +51,28 @@ def rows(stream: IO[bytes], fmt: str) -> Iterator[tuple[int, object]]:
             yield from json_array_rows(text)
     except UnicodeDecodeError as exc:
         raise FileProblem(f"The file is not UTF-8 text: {exc.reason}.") from exc
-    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+    except (gzip.BadGzipFile, zlib.error, EOFError) as exc:  # a broken or truncated .gz
         raise FileProblem(f"The file could not be read: {exc}.") from exc
-    except csv.Error as exc:  # e.g. a field longer than csv.field_size_limit(), an unclosed quote
+    except csv.Error as exc:  # the header row (data rows are rejected one by one)
         raise FileProblem(f"Invalid CSV: {exc}.") from exc
+    # Anything else (a connection reset or timeout while streaming from S3) is transient: it
+    # propagates, the invocation fails and the file resumes from its checkpoint.
+
+
+def _lines(text: IO[str]) -> Iterator[str]:
+    """The file's lines, each read at most MAX_ROW_CHARS at a time: a longer line is skipped
+    in pieces and stands as one `_LONG_LINE`, so memory stays bounded."""
+    while line := text.readline(MAX_ROW_CHARS + 1):
+        if len(line) > MAX_ROW_CHARS:
+            while line and not line.endswith(("\n", "\r")):
+                line = text.readline(MAX_ROW_CHARS)
+            yield _LONG_LINE + "\n"
+            continue
+        yield line
 
 
 def csv_rows(text: IO[str]) -> Iterator[tuple[int, object]]:
-    reader = csv.reader(text)
+    reader = csv.reader(_lines(text))
     header = next((cells for cells in reader if any(c.strip() for c in cells)), None)
     if not header:
         raise FileProblem("The file is empty.")
@@ -61,7 +82,20 @@ def csv_rows(text: IO[str]) -> Iterator[tuple[int, object]]:
         missing.append("payload_<key>")
     if missing:
         raise FileProblem(f"Missing mandatory column(s): {', '.join(missing)}.")
-    for number, cells in enumerate(reader, start=1):
+    number = 0
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a cell over csv.field_size_limit(): this row only
+            number += 1
+            yield number, f"Invalid CSV row: {exc}."
+            continue
+        number += 1
+        if cells == [_LONG_LINE]:
+            yield number, f"The line is longer than {MAX_ROW_CHARS} characters."
+            continue
         if not any(c.strip() for c in cells):
             continue
         if len(cells) != len(header):
@@ -91,9 +125,14 @@ def jsonl_rows(text: IO[str]) -> Iterator[tuple[int, object]]:
             continue
         seen = True
         try:
-            yield number, json.loads(line, parse_float=str, parse_int=str)
+            row = json.loads(line, parse_float=str, parse_int=str)
         except json.JSONDecodeError as exc:
             yield number, f"Invalid JSON: {exc.msg}."
+            continue
+        except RecursionError:
+            yield number, TOO_DEEP
+            continue
+        yield number, TOO_DEEP if depth(row) > MAX_DEPTH else row
     if not seen:
         raise FileProblem("The file is empty.")
 
@@ -150,7 +189,9 @@ def json_array_rows(text: IO[str]) -> Iterator[tuple[int, object]]:
                 if eof or len(buffer) - pos > MAX_ROW_CHARS:  # invalid, not just cut by the chunk
                     raise FileProblem(f"Invalid JSON in element {number + 1}.") from None
                 fill()
+            except RecursionError:  # its end can't be found without decoding it
+                raise FileProblem(f"Element {number + 1} is nested too deeply to be read.") from None
         number += 1
         pos = end
         expect_value = False
-        yield number, value
+        yield number, TOO_DEEP if depth(value) > MAX_DEPTH else value

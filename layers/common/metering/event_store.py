@@ -81,6 +81,7 @@ def _attributes(
         "live": event.livemode,
         "st": "ok",
         "expires_at": received + RETENTION_SECONDS,
+        "al": event.meter.get("alerts") or None,  # the meter has billing alerts (alert_counters)
     }
 
 

@@ -4,11 +4,13 @@
 the contract's codes; it never writes.
 """
 
+import re
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from metering import clock, meter_lookup, values, wire
+from metering import clock, customer_clocks, meter_lookup, values, wire
 from metering.accounts import scope_of
 from metering.errors import StripeError, invalid
 
@@ -95,18 +97,8 @@ def check(account_id: str, livemode: bool, fields: dict, timestamp: int | None) 
     if not identifier.isprintable():
         raise invalid("Invalid identifier: must contain only printable characters.", "identifier")
 
-    now = int(clock.now())
-    timestamp = now if timestamp is None else timestamp
-    if timestamp < now - MAX_AGE_SECONDS:
-        raise reject(
-            "timestamp_too_far_in_past", "The timestamp is more than 35 days in the past.", "timestamp"
-        )
-    if timestamp > now + MAX_FUTURE_SECONDS:
-        raise reject(
-            "timestamp_in_future", "The timestamp is more than 5 minutes in the future.", "timestamp"
-        )
-
-    meter = meter_lookup.by_event_name(scope_of(account_id, livemode), event_name)
+    scope = scope_of(account_id, livemode)
+    meter, clocks = meter_lookup.for_event(scope, event_name, livemode)
     if meter is None:
         raise reject("no_meter", f"No meter was found matching event_name {event_name}.", "event_name")
     if meter["status"] != "active":
@@ -124,6 +116,18 @@ def check(account_id: str, livemode: bool, fields: dict, timestamp: int | None) 
             f"Invalid payload[{customer_key}]: a customer id must be at most {MAX_CUSTOMER} characters.",
             f"payload[{customer_key}]",
             "string_length_exceeds_maximum",
+        )
+    # A customer on a test clock lives on the clock's frozen time (billing's test clocks).
+    frozen = customer_clocks.frozen_time(scope, livemode, customer, clocks) if clocks else None
+    now = frozen if frozen is not None else int(clock.now())
+    timestamp = now if timestamp is None else timestamp
+    if timestamp < now - MAX_AGE_SECONDS:
+        raise reject(
+            "timestamp_too_far_in_past", "The timestamp is more than 35 days in the past.", "timestamp"
+        )
+    if timestamp > now + MAX_FUTURE_SECONDS:
+        raise reject(
+            "timestamp_in_future", "The timestamp is more than 5 minutes in the future.", "timestamp"
         )
     value = None
     if meter["formula"] != "count":
@@ -158,27 +162,41 @@ def _value(payload: dict, value_key: str) -> Decimal:
         ) from None
 
 
-def parse_unix(value) -> int | None:
-    if value in (None, ""):
+def parse_unix(value, param: str = "timestamp") -> int | None:
+    """Unix seconds: a JSON integer or ASCII digits (no `1_000`, `\u0661\u0662`, `5\\n` or `5.0`)."""
+    if value is None or (isinstance(value, str) and value == ""):
         return None
-    try:
-        return int(str(value))
-    except ValueError:
-        raise invalid(f"Invalid integer: {value}", "timestamp", "parameter_invalid_integer") from None
+    return wire.integer(value, param)
 
 
-def parse_rfc3339(value) -> int | None:
-    from datetime import datetime
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_RFC3339 = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ]([0-9]{2}:[0-9]{2}:[0-9]{2})"
+    r"(?:\.([0-9]{1,9}))?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 
-    if value in (None, ""):
+
+def parse_rfc3339(value, param: str = "timestamp") -> int | None:
+    """Unix seconds of an RFC 3339 date-time with a time zone, e.g. `2026-11-24T10:00:00Z`."""
+    ms = parse_rfc3339_ms(value, param)
+    return None if ms is None else ms // 1000
+
+
+def parse_rfc3339_ms(value, param: str = "timestamp") -> int | None:
+    """Unix milliseconds of an RFC 3339 date-time with a time zone (ASCII digits only)."""
+    if value is None or (isinstance(value, str) and value == ""):
         return None
+    found = _RFC3339.fullmatch(value) if isinstance(value, str) else None
+    if found is None:
+        shown = wire.clip(value, 40) if isinstance(value, str) else type(value).__name__
+        raise invalid(f"Invalid {param}: {shown!r} is not an RFC 3339 date-time with a time zone.", param)
+    day, time_, fraction, zone = found.groups()
+    text = f"{day}T{time_}{'.' + fraction[:6].ljust(6, '0') if fraction else ''}"
     try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(text + ("+00:00" if zone in "Zz" else zone))
     except ValueError:
-        raise invalid(f"Invalid timestamp: {value} is not RFC 3339.", "timestamp") from None
-    if parsed.tzinfo is None:
-        raise invalid(f"Invalid timestamp: {value} has no time zone.", "timestamp")
-    return int(parsed.timestamp())
+        raise invalid(f"Invalid {param}: {value!r} is not a valid date-time.", param) from None
+    return (parsed - _EPOCH) // timedelta(milliseconds=1)
 
 
 def v1_object(event: Accepted, created: int) -> dict:

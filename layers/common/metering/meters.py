@@ -1,5 +1,6 @@
 """Billing meters: configuration objects, one per event name and account."""
 
+import re
 import time
 from typing import Annotated, Literal
 
@@ -23,6 +24,8 @@ def _printable(value: str) -> str:
 
 
 Name = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_printable)]
+DisplayName = Annotated[str, Field(min_length=1, max_length=250), AfterValidator(_printable)]
+METER_ID = re.compile(r"mtr_[0-9a-f]{24}")
 
 
 class _Strict(BaseModel):
@@ -43,7 +46,7 @@ class ValueSettings(_Strict):
 
 
 class MeterCreate(_Strict):
-    display_name: Annotated[str, Field(min_length=1, max_length=250)]
+    display_name: DisplayName
     event_name: Name
     default_aggregation: Aggregation
     customer_mapping: CustomerMapping = CustomerMapping()
@@ -53,15 +56,15 @@ class MeterCreate(_Strict):
 
 
 class MeterUpdate(_Strict):
-    display_name: Annotated[str, Field(min_length=1, max_length=250)] | None = None
+    display_name: DisplayName | None = None
     expand: list[str] | None = None
 
 
 class MeterList(_Strict):
     status: Literal["active", "inactive"] | None = None
-    limit: int = Field(default=10, ge=1, le=100)
-    starting_after: str | None = None
-    ending_before: str | None = None
+    limit: wire.WireInt = Field(default=10, ge=1, le=100)
+    starting_after: Annotated[str, Field(max_length=5000)] | None = None
+    ending_before: Annotated[str, Field(max_length=5000)] | None = None
     expand: list[str] | None = None
 
 
@@ -170,12 +173,19 @@ def create(who: Principal, params: dict) -> dict:
     return meter
 
 
-def _missing(meter_id: str):
-    return not_found(f"No such billing meter: '{meter_id}'")
+def _missing(meter_id: str, param: str = "id"):
+    return not_found(f"No such billing meter: '{wire.clip(meter_id)}'", param)
+
+
+def find(who: Principal, meter_id: str, consistent: bool = False) -> dict | None:
+    """The caller's meter, or None (strings that are no meter id are never looked up)."""
+    if not METER_ID.fullmatch(meter_id):
+        return None
+    return store.get(settings().main_table, _pk(who), METER_PREFIX + meter_id, consistent)
 
 
 def load(who: Principal, meter_id: str, consistent: bool = False) -> dict:
-    item = store.get(settings().main_table, _pk(who), METER_PREFIX + meter_id, consistent)
+    item = find(who, meter_id, consistent)
     if item is None:
         raise _missing(meter_id)
     return item
@@ -215,6 +225,8 @@ def update(who: Principal, meter_id: str, params: dict) -> dict:
         if name not in MeterUpdate.model_fields:
             raise unknown(name)
     spec: MeterUpdate = wire.validate(MeterUpdate, params)
+    if not METER_ID.fullmatch(meter_id):
+        raise _missing(meter_id)
     if spec.display_name is None:
         return to_object(load(who, meter_id))
     item = _update(
@@ -286,9 +298,9 @@ def _set_status(
             TransactItems=[{"Update": meter_update}, {"Update": claim_update}]
         )
     except ClientError as exc:
+        store.raise_retryable(exc)  # a conflict or throttling: retry; nothing changed
         if store.error_code(exc) == "TransactionCanceledException":
             return None  # changed concurrently: the caller answers with the meter as it is
-        store.raise_retryable(exc)
         raise
     return {**item, "status": target, "deactivated_at": deactivated, "updated": now}
 
@@ -301,6 +313,10 @@ def list_meters(who: Principal, params: dict) -> dict:
             "ending_before",
             "parameters_exclusive",
         )
+    for param in ("starting_after", "ending_before"):  # a cursor must name one of the caller's meters
+        cursor = getattr(spec, param)
+        if cursor is not None and find(who, cursor) is None:
+            raise _missing(cursor, param)
     items, has_more = store.page(
         settings().main_table,
         _pk(who),

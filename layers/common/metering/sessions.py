@@ -6,12 +6,13 @@ import secrets
 from metering import clock, store
 from metering.accounts import Principal, bearer, digest
 from metering.config import settings
-from metering.errors import unauthorized
+from metering.errors import StripeError, unauthorized
 from metering.ids import new_id
 from metering.keys import key
 from metering.notifications import rfc3339
 
 LIFETIME_SECONDS = 15 * 60
+EXPIRED_DOC_URL = "https://docs.stripe.com/error-codes"
 
 
 def create(who: Principal) -> dict:
@@ -55,8 +56,14 @@ def authenticate(authorization: str | None) -> Principal:
     if item is None or not hmac.compare_digest(item["hash"], digest(token)):
         raise unauthorized("Invalid meter event session token.")
     if int(item["expires"]) <= clock.now():
-        raise unauthorized(
+        # Stripe's error for this case: type temporary_session_expired (the SDKs raise
+        # TemporarySessionExpiredError for it), code billing_meter_event_session_expired.
+        raise StripeError(
             "The meter event session has expired; create a new one.",
-            code="billing_meter_event_session_expired",
+            401,
+            "temporary_session_expired",
+            "billing_meter_event_session_expired",
+            should_retry=False,
+            doc_url=EXPIRED_DOC_URL,
         )
     return Principal(item["account_id"], bool(item["livemode"]))

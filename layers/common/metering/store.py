@@ -39,9 +39,26 @@ def error_code(exc: ClientError) -> str:
     return exc.response.get("Error", {}).get("Code", "")
 
 
+TRANSIENT_REASONS = {
+    "TransactionConflict",
+    "ThrottlingError",
+    "ProvisionedThroughputExceeded",
+    "RequestLimitExceeded",
+}
+
+
+def transient(exc: ClientError) -> bool:
+    """A fault worth retrying: throttling, or a transaction cancelled by a conflict or
+    throttling rather than by one of its conditions."""
+    if error_code(exc) in RETRYABLE:
+        return True
+    reasons = {r.get("Code") for r in exc.response.get("CancellationReasons") or []}
+    return error_code(exc) == "TransactionCanceledException" and bool(reasons & TRANSIENT_REASONS)
+
+
 def raise_retryable(exc: ClientError) -> None:
     """Throttling and transient faults become a 429 with Stripe-Should-Retry: true."""
-    if error_code(exc) in RETRYABLE:
+    if transient(exc):
         raise retryable() from exc
 
 

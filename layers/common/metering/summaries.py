@@ -6,6 +6,7 @@ with `hour` or `day` one bucket per window is read, newest first.
 """
 
 import hashlib
+import re
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -14,11 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from metering import meters, store, wire
 from metering.accounts import Principal
 from metering.config import settings
-from metering.errors import invalid
+from metering.errors import invalid, not_found
 from metering.meter_events import MAX_CUSTOMER
 from metering.rollups import GRANULARITY, Bucket, bucket_pk, bucket_sk
 
 WINDOWS = {"hour": "H", "day": "D"}
+_HEX = re.compile(r"[0-9a-f]{1,12}")
 MAX_TIME = 10**10  # bucket sort keys hold 10-digit times (until the year 2286)
 ALIGN = {None: ("a whole minute", 60), "hour": ("an hour boundary", 3600), "day": ("a UTC midnight", 86400)}
 
@@ -27,12 +29,12 @@ class SummaryQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     customer: Annotated[str, Field(min_length=1, max_length=MAX_CUSTOMER)]
-    start_time: int = Field(ge=0, le=MAX_TIME)
-    end_time: int = Field(ge=0, le=MAX_TIME)
+    start_time: wire.WireInt = Field(ge=0, le=MAX_TIME)
+    end_time: wire.WireInt = Field(ge=0, le=MAX_TIME)
     value_grouping_window: Literal["hour", "day"] | None = None
-    limit: int = Field(default=10, ge=1, le=100)
-    starting_after: str | None = None
-    ending_before: str | None = None
+    limit: wire.WireInt = Field(default=10, ge=1, le=100)
+    starting_after: Annotated[str, Field(max_length=5000)] | None = None
+    ending_before: Annotated[str, Field(max_length=5000)] | None = None
     expand: list[str] | None = None
 
 
@@ -64,12 +66,10 @@ def summary_id(meter: dict, customer: str, granularity: str, start: int, end: in
 
 def _cursor(value: str, param: str, meter: dict, customer: str, granularity: str) -> int:
     prefix = summary_id(meter, customer, granularity, 0, 0)[:19]
-    try:
-        if not value.startswith(prefix):
-            raise ValueError
-        return int(value[19:], 16)
-    except ValueError:
-        raise invalid(f"Invalid {param}: '{value}' is not a summary of this query.", param) from None
+    start = value[19:]
+    if not value.startswith(prefix) or not _HEX.fullmatch(start):
+        raise not_found(f"No such billing meter event summary: '{wire.clip(value)}'", param)
+    return int(start, 16)
 
 
 def aggregated_value(formula: str, bucket: Bucket) -> Decimal | int:
@@ -92,22 +92,10 @@ def _summary(meter: dict, customer: str, granularity: str, start: int, end: int,
     }
 
 
-def cover(start: int, end: int) -> list[tuple[str, int]]:
-    """The fewest day/hour/minute windows that tile [start, end) (both whole minutes)."""
-    windows, t = [], start
-    while t < end:
-        for granularity in ("D", "H", "M"):
-            size = GRANULARITY[granularity]
-            if t % size == 0 and t + size <= end:
-                windows.append((granularity, t))
-                t += size
-                break
-    return windows
-
-
 def cover_ranges(start: int, end: int, granularities: str = "DHM") -> list[tuple[str, int, int]]:
-    """The same tiling as `cover`, as at most five runs (granularity, first start, end): whole
-    days in the middle, whole hours beside them, whole minutes at the outer edges."""
+    """The fewest day/hour/minute windows that tile [start, end) (whole minutes), as at most
+    five runs (granularity, first start, end): whole days in the middle, whole hours beside
+    them, whole minutes at the outer edges."""
     if start >= end or not granularities:
         return []
     g, smaller = granularities[0], granularities[1:]
@@ -118,7 +106,7 @@ def cover_ranges(start: int, end: int, granularities: str = "DHM") -> list[tuple
     return [*cover_ranges(start, low, smaller), (g, low, high), *cover_ranges(high, end, smaller)]
 
 
-def total(scope: str, meter_id: str, customer: str, start: int, end: int) -> Bucket:
+def total(scope: str, meter_id: str, customer: str, start: int, end: int, consistent: bool = False) -> Bucket:
     """The aggregates of [start, end) for one customer, merged from the covering buckets.
 
     Each run of windows is one range query, which reads only the buckets that exist: the
@@ -127,7 +115,8 @@ def total(scope: str, meter_id: str, customer: str, start: int, end: int) -> Buc
     merged = Bucket()
     for g, low, high in cover_ranges(start, end):
         last = bucket_sk(g, high - GRANULARITY[g])
-        for item in store.query(settings().rollups_table, pk, bucket_sk(g, low), last, forward=True):
+        items = store.query(settings().rollups_table, pk, bucket_sk(g, low), last, True, consistent)
+        for item in items:
             merged.merge(Bucket.from_item(item))
     return merged
 

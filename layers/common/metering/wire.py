@@ -1,15 +1,19 @@
 """Stripe wire conventions: request parameters, JSON bodies, list objects."""
 
 import json
+import re
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, BeforeValidator, ValidationError
+from pydantic_core import PydanticCustomError
 
 from metering.errors import StripeError, invalid, missing, unknown
-from metering.form import FormError, decode_form
+from metering.form import MAX_DEPTH, FormError, decode_form
 
 _STRING = json.encoder.encode_basestring_ascii
+_INTEGER = re.compile(r"-?[0-9]+")
+MAX_INTEGER_DIGITS = 19
 
 
 def format_decimal(value: Decimal) -> str:
@@ -88,22 +92,82 @@ def check_unicode(value: Any, param: str = "") -> None:
             check_unicode(v, f"{param}[{i}]")
 
 
+def depth(value: Any, limit: int = MAX_DEPTH) -> int:
+    """Nesting depth of decoded JSON (1 for a scalar), counted without recursion up to `limit` + 1."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        if deepest > limit:
+            return deepest
+        if isinstance(node, dict):
+            stack.extend((child, level + 1) for child in node.values())
+        elif isinstance(node, list):
+            stack.extend((child, level + 1) for child in node)
+    return deepest
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def loads(text: str, **options) -> Any:
+    """Strict JSON: no NaN or Infinity, at most MAX_DEPTH levels; ValueError otherwise."""
+    try:
+        value = json.loads(text, parse_constant=_no_constant, **options)
+    except RecursionError:
+        raise ValueError(f"nested more than {MAX_DEPTH} levels deep") from None
+    if depth(value) > MAX_DEPTH:
+        raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
+    return value
+
+
 def parse_body(body: str | None, content_type: str | None) -> dict:
     """Decode a v1 request body: bracket form encoding, or JSON (ours)."""
     if not body:
         return {}
     if content_type and "json" in content_type.lower():
         try:
-            data = json.loads(body)
+            data = loads(body)
         except ValueError as exc:
-            raise invalid(f"Invalid JSON body: {exc}", "body") from exc
+            raise invalid(f"Invalid JSON body: {clip(str(exc))}", "body", "invalid_json") from None
         if not isinstance(data, dict):
-            raise invalid("The JSON body must be an object.", "body")
+            raise invalid("The JSON body must be an object.", "body", "invalid_json")
         return data
     try:
         return decode_form(body)
     except FormError as exc:
         raise invalid(str(exc), exc.param) from exc
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """`text` cut to `limit` characters (with an ellipsis), for echoing user input in messages."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def integer(value: Any, param: str) -> int:
+    """A wire integer: a JSON integer or a string of ASCII digits with an optional minus sign.
+
+    Python-only spellings that int() would take (`1_000`, non-ASCII digits, surrounding
+    whitespace or newlines, `+5`), floats and booleans are refused naming `param`."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _INTEGER.fullmatch(value) and len(value.lstrip("-")) <= MAX_INTEGER_DIGITS:
+        return int(value)
+    shown = clip(value if isinstance(value, str) else type(value).__name__, 40)
+    raise invalid(f"Invalid integer: {shown!r} for {param}.", param, "parameter_invalid_integer")
+
+
+def _wire_int(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _INTEGER.fullmatch(value) and len(value.lstrip("-")) <= MAX_INTEGER_DIGITS:
+        return int(value)
+    raise PydanticCustomError("int_parsing", "Input should be an integer")
+
+
+WireInt = Annotated[int, BeforeValidator(_wire_int)]
+"""An integer parameter read strictly (see `integer`), for pydantic models."""
 
 
 def param_name(loc: tuple) -> str:
@@ -137,14 +201,14 @@ def to_stripe_error(exc: ValidationError) -> StripeError:
             f"Invalid {name}: must be at most {limit} characters.", name, "string_length_exceeds_maximum"
         )
     if kind.startswith("int_"):
-        return invalid(
-            f"Invalid integer: {err.get('input')!r} for {name}.", name, "parameter_invalid_integer"
-        )
+        shown = err.get("input")
+        shown = clip(shown, 40) if isinstance(shown, str) else type(shown).__name__
+        return invalid(f"Invalid integer: {shown!r} for {name}.", name, "parameter_invalid_integer")
     if kind in ("literal_error", "enum"):
         expected = err.get("ctx", {}).get("expected", "")
         return invalid(f"Invalid {name}: must be one of {expected}.", name)
     message = err.get("msg", "Invalid value").removeprefix("Value error, ")
-    return invalid(f"Invalid {name}: {message}", name)
+    return invalid(f"Invalid {name}: {clip(message)}", name)
 
 
 def list_object(url: str, data: list, has_more: bool) -> dict:
