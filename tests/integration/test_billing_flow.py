@@ -315,3 +315,29 @@ def test_subscription_item_rules(billing):
         with pytest.raises(StripeError) as exc:
             subscriptions.create(who, {"customer": customer["id"], **extra})
         assert exc.value.param == param, extra
+
+
+@pytest.mark.parametrize("param", ["starting_after", "ending_before"])
+def test_list_cursors_must_name_the_callers_objects(billing, param):
+    from billing import test_clocks as clock_objects
+    from metering.accounts import Principal
+
+    customer_objects, invoice_objects, price_objects = customers, invoices, prices
+    subscription_objects = subscriptions
+
+    who = principal()
+    mine = customer_objects.create(who, {"email": "a@example.com"})
+    assert customer_objects.list_customers(who, {param: mine["id"]})["object"] == "list"
+    other_mode = Principal(who.account_id, True)
+    for lister, cursor in [
+        (customer_objects.list_customers, mine["id"]),  # another mode's object
+        (customer_objects.list_customers, "cus_unknown"),
+        (subscription_objects.list_subscriptions, "sub_unknown"),
+        (invoice_objects.list_invoices, "in_unknown"),
+        (price_objects.list_prices, "price_unknown"),
+        (clock_objects.list_clocks, "clock_unknown"),
+    ]:
+        caller = other_mode if cursor == mine["id"] else who
+        with pytest.raises(StripeError) as exc:
+            lister(caller, {param: cursor})
+        assert (exc.value.status, exc.value.code, exc.value.param) == (404, "resource_missing", param)

@@ -196,17 +196,8 @@ def update(who: Principal, customer_id: str, params: dict) -> dict:
         after = to_object(updated)
         if after == before:
             return before
-        pending = events.for_principal(who)
-        try:
-            storage.transact(
-                [
-                    storage.put_versioned(updated, int(item["ver"])),
-                    pending.add("customer.updated", after, events.changed(before, after)),
-                ]
-            )
-        except storage.Conflict:
+        if not events.save_update(who, updated, int(item["ver"]), "customer.updated", before, after):
             continue  # changed meanwhile (a subscription, an invoice number): apply again
-        pending.publish()
         return after
     raise storage.busy("customer")
 
@@ -256,25 +247,8 @@ def list_customers(who: Principal, params: dict) -> dict:
             return False  # Stripe: clocked customers are listed only with the test_clock filter
         return in_range(int(item["created"]), span)
 
-    if spec.test_clock is not None:
-        items, has_more = storage.child_page(
-            storage.parent_key(who.scope, "CLK", spec.test_clock),
-            PREFIX,
-            spec.limit,
-            spec.starting_after,
-            spec.ending_before,
-            keep,
-        )
-    else:
-        items, has_more = store.page(
-            storage.table(),
-            storage.scope_pk(who.scope),
-            PREFIX,
-            spec.limit,
-            spec.starting_after,
-            spec.ending_before,
-            keep,
-        )
+    parent = storage.parent_key(who.scope, "CLK", spec.test_clock) if spec.test_clock is not None else None
+    items, has_more = storage.page_of(who.scope, PREFIX, spec, keep, parent)
     return wire.list_object("/v1/customers", [to_object(i) for i in items], has_more)
 
 

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from billing import storage
 from billing.params import ListParams, check_cursors, created_filter, in_range
-from metering import aws, store, wire
+from metering import aws, wire
 from metering.accounts import Principal
 from metering.config import settings
 from metering.errors import invalid, not_found
@@ -93,6 +93,21 @@ def changed(before: dict, after: dict) -> dict:
     return {k: before.get(k) for k in after if before.get(k) != after.get(k)}
 
 
+def save_update(who: Principal, item: dict, version: int, type_: str, before: dict, after: dict) -> bool:
+    """Write an object's new state over version `version` together with its `type_` event
+    (`previous_attributes` from `before`), then publish the event; False (nothing written)
+    when the object changed meanwhile, for the caller to read it again."""
+    pending = for_principal(who)
+    try:
+        storage.transact(
+            [storage.put_versioned(item, version), pending.add(type_, after, changed(before, after))]
+        )
+    except storage.Conflict:
+        return False
+    pending.publish()
+    return True
+
+
 def _load(item: dict) -> dict:
     return json.loads(item["doc"], parse_float=Decimal)
 
@@ -126,15 +141,7 @@ def list_events(who: Principal, params: dict) -> dict:
             return False
         return in_range(int(item["created"]), span)
 
-    items, has_more = store.page(
-        storage.table(),
-        storage.scope_pk(who.scope),
-        PREFIX,
-        spec.limit,
-        spec.starting_after,
-        spec.ending_before,
-        keep=keep,
-    )
+    items, has_more = storage.page_of(who.scope, PREFIX, spec, keep)
     return wire.list_object("/v1/events", [_load(i) for i in items], has_more)
 
 

@@ -30,7 +30,7 @@ from billing.params import (
     in_range,
     merged_metadata,
 )
-from metering import store, wire
+from metering import wire
 from metering.accounts import Principal
 from metering.errors import StripeError, invalid, missing, not_found
 from metering.ids import new_id
@@ -401,25 +401,8 @@ def list_invoices(who: Principal, params: dict) -> dict:
             and in_range(int(item["created"]), span)
         )
 
-    if customer is not None:
-        items, has_more = storage.child_page(
-            storage.parent_key(who.scope, "CUS", customer),
-            PREFIX,
-            spec.limit,
-            spec.starting_after,
-            spec.ending_before,
-            keep,
-        )
-    else:
-        items, has_more = store.page(
-            storage.table(),
-            storage.scope_pk(who.scope),
-            PREFIX,
-            spec.limit,
-            spec.starting_after,
-            spec.ending_before,
-            keep,
-        )
+    parent = storage.parent_key(who.scope, "CUS", customer) if customer is not None else None
+    items, has_more = storage.page_of(who.scope, PREFIX, spec, keep, parent)
     return wire.list_object("/v1/invoices", [to_object(i) for i in items], has_more)
 
 
@@ -562,16 +545,7 @@ def update(who: Principal, invoice_id: str, params: dict) -> dict:
         after = to_object(changed)
         if after == before:
             return before
-        pending = events.for_principal(who)
-        try:
-            storage.transact(
-                [
-                    storage.put_versioned(changed, int(item["ver"])),
-                    pending.add("invoice.updated", after, events.changed(before, after)),
-                ]
-            )
-        except storage.Conflict:
+        if not events.save_update(who, changed, int(item["ver"]), "invoice.updated", before, after):
             continue
-        pending.publish()
         return after
     raise storage.busy("invoice")

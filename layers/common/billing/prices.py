@@ -469,13 +469,5 @@ def list_prices(who: Principal, params: dict) -> dict:
             and in_range(int(item["created"]), span)
         )
 
-    items, has_more = store.page(
-        storage.table(),
-        storage.scope_pk(who.scope),
-        PREFIX,
-        spec.limit,
-        spec.starting_after,
-        spec.ending_before,
-        keep,
-    )
+    items, has_more = storage.page_of(who.scope, PREFIX, spec, keep)
     return wire.list_object("/v1/prices", [to_object(i, spec.expand) for i in items], has_more)

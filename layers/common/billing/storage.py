@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 
 from billing.config import billing_settings
 from metering import aws, store
-from metering.errors import StripeError
+from metering.errors import StripeError, not_found
 from metering.keys import key, part
 
 SHARDS = 16
@@ -35,6 +35,9 @@ CLOSE, FINALIZE, ADVANCE, EDGE = "a", "b", "c", "d"
 
 def table() -> str:
     return billing_settings().billing_table
+
+
+MAX_ID = 200  # ids in paths and cursors: longer ones name nothing (and would not fit a key)
 
 
 def scope_pk(scope: str) -> str:
@@ -228,3 +231,21 @@ def children(ppk: str, prefix: str) -> Iterator[dict]:
     if batch:
         docs = get_many([(b["pk"], b["sk"]) for b in batch])
         yield from (docs[(b["pk"], b["sk"])] for b in batch if (b["pk"], b["sk"]) in docs)
+
+
+def page_of(scope: str, prefix: str, spec: Any, keep: Callable[[dict], bool], parent: str | None = None):
+    """A newest-first page (`spec`: limit and cursors) of one kind of object of a scope, read
+    through a parent's index (a customer's or a clock's objects) when `parent` is given.
+
+    A cursor must name one of the caller's objects of that kind: anything else (unknown,
+    another account's or mode's) is Stripe's 404 `resource_missing` naming the cursor."""
+    for param in ("starting_after", "ending_before"):
+        cursor = getattr(spec, param)
+        if cursor is not None and (
+            len(cursor) > MAX_ID or get(scope, prefix + cursor, consistent=False) is None
+        ):
+            raise not_found(f"No such object: '{cursor[:MAX_ID]}'", param)
+    cursors = (spec.limit, spec.starting_after, spec.ending_before, keep)
+    if parent is not None:
+        return child_page(parent, prefix, *cursors)
+    return store.page(table(), scope_pk(scope), prefix, *cursors)

@@ -29,7 +29,7 @@ from billing.params import (
     merged_metadata,
     new_metadata,
 )
-from metering import store, wire
+from metering import wire
 from metering.accounts import Principal
 from metering.errors import invalid, missing, not_found
 from metering.ids import new_id
@@ -460,25 +460,8 @@ def list_subscriptions(who: Principal, params: dict) -> dict:
             and in_range(int(item["created"]), span)
         )
 
-    if spec.customer is not None:
-        items, has_more = storage.child_page(
-            storage.parent_key(who.scope, "CUS", spec.customer),
-            PREFIX,
-            spec.limit,
-            spec.starting_after,
-            spec.ending_before,
-            keep,
-        )
-    else:
-        items, has_more = store.page(
-            storage.table(),
-            storage.scope_pk(who.scope),
-            PREFIX,
-            spec.limit,
-            spec.starting_after,
-            spec.ending_before,
-            keep,
-        )
+    parent = storage.parent_key(who.scope, "CUS", spec.customer) if spec.customer is not None else None
+    items, has_more = storage.page_of(who.scope, PREFIX, spec, keep, parent)
     all_prices = prices.load_many(who, list({i["price"] for s in items for i in s["items"]}))
     return wire.list_object("/v1/subscriptions", [to_object(who, s, all_prices) for s in items], has_more)
 
@@ -510,17 +493,10 @@ def update(who: Principal, subscription_id: str, params: dict) -> dict:
         after = to_object(who, changed)
         if after == before:
             return before
-        pending = events.for_principal(who)
-        try:
-            storage.transact(
-                [
-                    storage.put_versioned(changed, int(item["ver"])),
-                    pending.add("customer.subscription.updated", after, events.changed(before, after)),
-                ]
-            )
-        except storage.Conflict:
+        if not events.save_update(
+            who, changed, int(item["ver"]), "customer.subscription.updated", before, after
+        ):
             continue  # the period rolled meanwhile: apply the change to the new state
-        pending.publish()
         return after
     raise storage.busy("subscription")
 

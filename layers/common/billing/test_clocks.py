@@ -114,15 +114,7 @@ def list_clocks(who: Principal, params: dict) -> dict:
     _test_mode_only(who)
     spec: ListParams = wire.validate(ListParams, params)
     check_cursors(spec)
-    items, has_more = store.page(
-        storage.table(),
-        storage.scope_pk(who.scope),
-        PREFIX,
-        spec.limit,
-        spec.starting_after,
-        spec.ending_before,
-        keep=lambda item: not item.get("deleted"),
-    )
+    items, has_more = storage.page_of(who.scope, PREFIX, spec, lambda item: not item.get("deleted"))
     return wire.list_object("/v1/test_helpers/test_clocks", [to_object(i) for i in items], has_more)
 
 
