@@ -11,6 +11,7 @@ Files are read once per container from `static/` (the page's own sources) and
 
 import hashlib
 import json
+import secrets
 from pathlib import Path
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -67,6 +68,12 @@ def _header(event: dict, name: str) -> str | None:
 
 
 def lambda_handler(event: dict, context) -> dict:
+    response = _serve(event)
+    response["headers"]["Request-Id"] = "req_" + secrets.token_hex(8)  # like every API answer
+    return response
+
+
+def _serve(event: dict) -> dict:
     asset = (event.get("pathParameters") or {}).get("asset")
     name = asset or "index.html"
     if name not in FILES:
