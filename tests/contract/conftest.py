@@ -50,6 +50,7 @@ def runner(tmp_path_factory):
         args += ["--api-key", key]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["METERING_CLOCK_CONTROL"] = "1"
+    env["WEBHOOK_RETRY_BASE_SECONDS"] = "1"  # webhook retries after 1 s, 2 s, ... instead of minutes
     with open(log, "w") as out:
         process = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
     deadline = time.time() + 60

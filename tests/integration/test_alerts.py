@@ -3,7 +3,16 @@
 import boto3
 import pytest
 
-from metering import adjustments, aggregate, alert_counters, alerts, ingest, meters, notifications, snapshot_events
+from metering import (
+    adjustments,
+    aggregate,
+    alert_counters,
+    alerts,
+    ingest,
+    meters,
+    notifications,
+    snapshot_events,
+)
 from metering.accounts import Principal
 from metering.errors import StripeError
 from tests.streams import stream_pump
@@ -96,7 +105,10 @@ def test_alert_object_and_lifecycle(aws):
         ({"usage_threshold": {"gte": "0", "recurrence": "one_time"}}, "usage_threshold[gte]"),
         ({"usage_threshold": {"gte": "1.5", "recurrence": "one_time"}}, "usage_threshold[gte]"),
         ({"usage_threshold": {"gte": "5", "recurrence": "always"}}, "usage_threshold[recurrence]"),
-        ({"usage_threshold": {"gte": "5", "recurrence": "one_time", "meter": "mtr_nope"}}, "usage_threshold[meter]"),
+        (
+            {"usage_threshold": {"gte": "5", "recurrence": "one_time", "meter": "mtr_nope"}},
+            "usage_threshold[meter]",
+        ),
         ({"usage_threshold": {"gte": "5", "recurrence": "one_time", "filters": [{"type": "tier"}]}}, None),
         ({"color": "red"}, "color"),
     ],
@@ -156,7 +168,11 @@ def test_an_alert_fires_once_per_customer_on_usage_received_after_it(aws):
     assert [(f["customer"], f["value"]) for f in fired()] == [("cus_1", 11), ("cus_2", 10)]
     event = snapshot_events.page(A.scope, 1)[0][0]
     assert snapshot_events.load(event)["type"] == "billing.alert.triggered"
-    thin = [e for e in notifications.list_events(A.scope, 100, None)[0] if e["type"] == "v1.billing.alert.triggered"]
+    thin = [
+        e
+        for e in notifications.list_events(A.scope, 100, None)[0]
+        if e["type"] == "v1.billing.alert.triggered"
+    ]
     assert len(thin) == 2 and thin[0]["related_object"]["id"] == a["id"]
     assert thin[0]["related_object"]["url"] == f"/v1/billing/alerts/{a['id']}"
 
@@ -322,3 +338,14 @@ def test_redelivered_batches_move_counters_once(aws):
         if i["pk"].startswith("AC#")
     ]
     assert counter["total"] == str(sum(range(1, 11)) - 4)
+
+
+def test_alerts_fire_in_live_mode_too(aws):
+    live = Principal("acct_alerts", True)  # live mode reads the claim alone (no test clocks)
+    m = meter(who=live)
+    pump = stream_pump(aws)
+    new_alert(m["id"], 3, who=live)
+    send(4, who=live)
+    pump.settle()
+    assert [(f["value"], f["livemode"]) for f in fired(live)] == [(4, True)]
+    assert fired() == []  # the test mode of the same account saw nothing

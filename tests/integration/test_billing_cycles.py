@@ -290,14 +290,16 @@ def test_events_are_stored_and_put_on_the_bus(billing, monkeypatch):
             sent.extend(Entries)
             return {"FailedEntryCount": 0}
 
-    monkeypatch.setattr(events, "aws", SimpleNamespace(events=Bus))
+    from metering import snapshot_events
+
+    monkeypatch.setattr(snapshot_events, "aws", SimpleNamespace(events=Bus))
     who = principal()
     _, customer, sub = daily_subscription(who)
     at(DAY + 5)
     run_schedule()
     (draft,) = invoices_of(who, sub["id"], status="draft")
     stored = events.list_events(who, {"type": "invoice.created", "limit": "1"})["data"][0]
-    assert stored["object"] == "event" and stored["api_version"] == events.API_VERSION
+    assert stored["object"] == "event" and stored["api_version"] == snapshot_events.API_VERSION
     assert stored["data"]["object"]["id"] == draft["id"] and stored["request"] == {
         "id": None,
         "idempotency_key": None,
@@ -305,7 +307,7 @@ def test_events_are_stored_and_put_on_the_bus(billing, monkeypatch):
     assert events.retrieve(who, stored["id"], {}) == stored
     on_bus = [json.loads(e["Detail"]) for e in sent if e["DetailType"] == "invoice.created"]
     assert stored["id"] in [d["event"]["id"] for d in on_bus]
-    assert all(e["Source"] == events.SOURCE for e in sent)
+    assert all(e["Source"] == snapshot_events.SOURCE for e in sent)
     updated = events.list_events(who, {"type": "customer.subscription.updated"})["data"][0]
     assert "items" in updated["data"]["previous_attributes"]  # the period moved on
     assert {

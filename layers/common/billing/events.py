@@ -1,91 +1,28 @@
-"""Stripe v1 snapshot events (`customer.created`, `invoice.finalized`, ...).
+"""Stripe v1 snapshot events of billing (`customer.created`, `invoice.finalized`, ...).
 
-An event is written in the same transaction as the change it reports (so a change and
-its event exist together or not at all, however often a run is retried), then put on
-the EventBridge bus, best effort, like metering's notifications. `GET /v1/events`
-lists them newest first for 30 days.
+Envelope, storage, publishing and reads are metering.snapshot_events (shared with the
+billing alerts' `billing.alert.triggered`): an event is written in the same transaction
+as the change it reports (so a change and its event exist together or not at all,
+however often a run is retried), then published: put on the EventBridge bus and
+enqueued for the webhook endpoints that take its type, best effort. `GET /v1/events`
+lists them newest first for 30 days, with their current `pending_webhooks`.
 """
 
-import json
-import time
-from decimal import Decimal
 from typing import Annotated, Any
 
-from botocore.exceptions import ClientError
 from pydantic import Field
 
 from billing import storage
 from billing.params import ListParams, check_cursors, created_filter, in_range
-from metering import aws, wire
+from metering import snapshot_events, wire
 from metering.accounts import Principal
-from metering.config import settings
 from metering.errors import invalid, not_found
-from metering.ids import new_id
-from metering.observability import logger
 
-API_VERSION = "2026-10-28.endive"
-RETENTION_SECONDS = 30 * 24 * 3600
-SOURCE = "metering.billing"
-PREFIX = "EVT#"
-
-
-class Pending:
-    """Events written by a transaction, published once it committed."""
-
-    def __init__(self, scope: str, account_id: str, livemode: bool):
-        self.scope, self.account_id, self.livemode = scope, account_id, livemode
-        self.events: list[dict] = []
-
-    def add(self, type_: str, obj: dict, previous: dict | None = None) -> dict:
-        """The transaction Put of one new event about `obj` (its state after the change)."""
-        now = int(time.time())
-        data: dict = {"object": obj}
-        if previous is not None:
-            data["previous_attributes"] = previous
-        event = {
-            "id": new_id("evt"),
-            "object": "event",
-            "api_version": API_VERSION,
-            "created": now,
-            "data": data,
-            "livemode": self.livemode,
-            "pending_webhooks": 0,
-            "request": {"id": None, "idempotency_key": None},
-            "type": type_,
-        }
-        self.events.append(event)
-        return storage.put_new(
-            {
-                "pk": storage.scope_pk(self.scope),
-                "sk": PREFIX + event["id"],
-                "type": type_,
-                "created": now,
-                "doc": wire.dumps(event),
-                "expires_at": now + RETENTION_SECONDS,
-            }
-        )
-
-    def publish(self) -> None:
-        """Put the committed events on the bus (the stored copies are the record)."""
-        for start in range(0, len(self.events), 10):
-            entries = [
-                {
-                    "Source": SOURCE,
-                    "DetailType": event["type"],
-                    "Detail": wire.dumps({"account": self.account_id, "event": event}),
-                    "EventBusName": settings().event_bus,
-                }
-                for event in self.events[start : start + 10]
-            ]
-            try:
-                aws.events().put_events(Entries=entries)
-            except ClientError:
-                logger.exception("EventBridge put_events failed for billing events")
-        self.events = []
+Pending = snapshot_events.Pending  # add(type, obj, previous) -> transaction Put; publish() after the commit
 
 
 def for_principal(who: Principal) -> Pending:
-    return Pending(who.scope, who.account_id, who.livemode)
+    return snapshot_events.for_principal(who)
 
 
 def changed(before: dict, after: dict) -> dict:
@@ -106,10 +43,6 @@ def save_update(who: Principal, item: dict, version: int, type_: str, before: di
         return False
     pending.publish()
     return True
-
-
-def _load(item: dict) -> dict:
-    return json.loads(item["doc"], parse_float=Decimal)
 
 
 class EventList(ListParams):
@@ -141,13 +74,15 @@ def list_events(who: Principal, params: dict) -> dict:
             return False
         return in_range(int(item["created"]), span)
 
-    items, has_more = storage.page_of(who.scope, PREFIX, spec, keep)
-    return wire.list_object("/v1/events", [_load(i) for i in items], has_more)
+    items, has_more = snapshot_events.page(
+        who.scope, spec.limit, spec.starting_after, spec.ending_before, keep
+    )
+    return wire.list_object("/v1/events", [snapshot_events.load(i) for i in items], has_more)
 
 
 def retrieve(who: Principal, event_id: str, params: dict) -> dict:
     wire.reject_unknown(params, {"expand"})
-    item = storage.get(who.scope, PREFIX + event_id, consistent=False)
-    if item is None:
-        raise not_found(f"No such event: '{event_id}'")
-    return _load(item)
+    event = snapshot_events.get(who.scope, event_id)
+    if event is None:
+        raise not_found(f"No such event: '{wire.clip(event_id)}'")
+    return event

@@ -35,15 +35,21 @@ def alert_flags(claim: dict | None) -> int:
     )
 
 
+def _meter_of(claim: dict | None) -> dict | None:
+    """The ingest view a claim carries, with its alert flags when the meter has alerts."""
+    meter = claim.get("meter") if claim else None
+    if meter is not None and alert_flags(claim):
+        meter = {**meter, "alerts": alert_flags(claim)}
+    return meter
+
+
 def by_event_name(scope: str, event_name: str) -> dict | None:
     """The meter claiming `event_name` in a scope (active or not), or None."""
     memo = getattr(_local, "memo", None)
     if memo is not None and (scope, event_name) in memo:
         return memo[(scope, event_name)]
     claim = store.get(settings().main_table, key("ACCT", scope), name_key(event_name), consistent=True)
-    meter = claim.get("meter") if claim else None
-    if meter is not None and alert_flags(claim):
-        meter = {**meter, "alerts": alert_flags(claim)}
+    meter = _meter_of(claim)
     if memo is not None:
         memo[(scope, event_name)] = meter
     return meter
@@ -62,7 +68,7 @@ def for_event(scope: str, event_name: str, livemode: bool) -> tuple[dict | None,
         settings().main_table, [(pk, name_key(event_name)), (pk, GUARD_SK)], consistent=True
     )
     claim = found.get((pk, name_key(event_name)))
-    meter, clocks = (claim.get("meter") if claim else None), (pk, GUARD_SK) in found
+    meter, clocks = _meter_of(claim), (pk, GUARD_SK) in found
     if memo is not None:
         memo[(scope, event_name)], memo[(scope, event_name, GUARD_SK)] = meter, clocks
     return meter, clocks

@@ -20,6 +20,7 @@ count). Each successful or abandoned delivery decrements `pw` once, conditionall
 """
 
 import json
+import re
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -29,6 +30,7 @@ from botocore.exceptions import ClientError
 from metering import aws, store, webhook_queue, webhooks, wire
 from metering.accounts import Principal
 from metering.config import settings
+from metering.errors import not_found
 from metering.ids import new_id
 from metering.keys import key
 from metering.observability import logger
@@ -38,6 +40,7 @@ RETENTION_SECONDS = 30 * 24 * 3600
 SOURCE = "metering.billing"
 PREFIX = "V1EVT#"
 BUS_BATCH = 10
+EVENT_ID = re.compile(r"evt_[0-9a-f]{24}")
 
 
 def scope_pk(scope: str) -> str:
@@ -146,6 +149,8 @@ def load(item: dict) -> dict:
 
 
 def get_item(scope: str, event_id: str, consistent: bool = False) -> dict | None:
+    if not EVENT_ID.fullmatch(event_id):
+        return None  # never looked up: any string of any length is simply unknown
     return store.get(settings().main_table, scope_pk(scope), event_sk(event_id), consistent)
 
 
@@ -162,7 +167,12 @@ def page(
     ending_before: str | None = None,
     keep: Callable[[dict], bool] = lambda item: True,
 ) -> tuple[list[dict], bool]:
-    """Newest-first page of stored items (`keep` sees `type` and `created`); `load` each."""
+    """Newest-first page of stored items (`keep` sees `type` and `created`); `load` each.
+
+    A cursor must name one of the scope's events: anything else is a 404 naming it."""
+    for param, cursor in (("starting_after", starting_after), ("ending_before", ending_before)):
+        if cursor is not None and get_item(scope, cursor) is None:
+            raise not_found(f"No such object: '{wire.clip(cursor)}'", param)
     return store.page(
         settings().main_table, scope_pk(scope), PREFIX, limit, starting_after, ending_before, keep=keep
     )

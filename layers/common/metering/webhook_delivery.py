@@ -27,9 +27,11 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from metering import snapshot_events, webhook_queue, webhooks, wire
 from metering.errors import StripeError
-from metering.observability import logger
+from metering.observability import logger, metrics
 
 RETRY_WINDOW_SECONDS = 3 * 86400
 MAX_BACKOFF_SECONDS = 12 * 3600
@@ -132,7 +134,8 @@ def deliver(message: dict) -> str:
 
 
 def _send(message: dict, wait: float) -> None:
-    if not webhook_queue.send([(message, math.ceil(max(0.0, wait)))]):
+    delay = min(webhook_queue.MAX_DELAY_SECONDS, math.ceil(max(0.0, wait)))  # longer waits: `not_before`
+    if not webhook_queue.send([(message, delay)]):
         raise RuntimeError("could not enqueue the next webhook attempt")
 
 
@@ -152,16 +155,20 @@ def handle_records(records: list[dict]) -> dict:
     """An SQS batch (ReportBatchItemFailures): attempts run concurrently; a record whose
     outcome could not be recorded is reported, and the queue gives it again later."""
 
-    def one(record: dict) -> str | None:
+    def one(record: dict) -> str:
         try:
-            deliver(json.loads(record["body"]))
+            return deliver(json.loads(record["body"]))
         except Exception:
             logger.exception("webhook delivery failed", extra={"message_id": record.get("messageId")})
-            return record["messageId"]
-        return None
+            return "failed"
 
     if not records:
         return {"batchItemFailures": []}
     with ThreadPoolExecutor(max_workers=min(10, len(records))) as pool:
-        failed = [m for m in pool.map(one, records) if m is not None]
+        outcomes = list(pool.map(one, records))
+    for outcome in set(outcomes):  # WebhooksDelivered, WebhooksRetry, WebhooksAbandoned, ...
+        metrics.add_metric(
+            name=f"Webhooks{outcome.capitalize()}", unit=MetricUnit.Count, value=outcomes.count(outcome)
+        )
+    failed = [r["messageId"] for r, outcome in zip(records, outcomes, strict=True) if outcome == "failed"]
     return {"batchItemFailures": [{"itemIdentifier": m} for m in failed]}
