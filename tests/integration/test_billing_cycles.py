@@ -233,7 +233,8 @@ def test_cancel_with_invoice_now_bills_the_period_so_far(billing):
     at(3 * HOUR)
     canceled = subscriptions.cancel(who, sub["id"], {"invoice_now": "true"})
     final = invoices.retrieve(who, canceled["latest_invoice"], {})
-    assert (final["status"], final["period_start"], final["period_end"]) == ("draft", start, start + 3 * HOUR)
+    assert (final["status"], final["period_start"]) == ("draft", start)
+    assert 0 <= final["period_end"] - (start + 3 * HOUR) <= 5  # "now" at the cancel (the clock runs on)
     assert final["lines"]["data"][0]["quantity_decimal"] == "4"
     at(DAY + 5)
     run_schedule()
