@@ -14,8 +14,9 @@ from urllib.parse import quote_plus
 
 import boto3
 
+from metering_local import triggers
+
 log = logging.getLogger("metering_local.s3")
-RETRIES = 2
 
 
 def notification(bucket: str, obj: dict, region: str = "us-east-1") -> dict:
@@ -39,20 +40,6 @@ def notification(bucket: str, obj: dict, region: str = "us-east-1") -> dict:
             }
         ]
     }
-
-
-def deliver(invoke, event: dict) -> None:
-    """Invoke with S3's retries, then follow continuations until the file is done."""
-    pending = [event]
-    while pending:
-        current = pending.pop(0)
-        for attempt in range(RETRIES + 1):
-            try:
-                result = invoke(current) or {}
-                pending.extend(result.get("continuations") or [])
-                break
-            except Exception:
-                log.exception("bulk invocation failed (attempt %d)", attempt + 1)
 
 
 class BucketPoller(threading.Thread):
@@ -81,7 +68,9 @@ class BucketPoller(threading.Thread):
             for obj in page.get("Contents", []):
                 if (obj["Key"], obj["ETag"]) not in self.seen:
                     self.seen.add((obj["Key"], obj["ETag"]))
-                    deliver(self.invoke, notification(self.bucket, obj, self.s3.meta.region_name))
+                    triggers.deliver(
+                        self.invoke, notification(self.bucket, obj, self.s3.meta.region_name), log
+                    )
 
 
 def _prefix(props: dict) -> str:

@@ -14,8 +14,9 @@ import re
 import threading
 import uuid
 
+from metering_local import triggers
+
 log = logging.getLogger("metering_local.schedule")
-RETRIES = 2
 _RATE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")
 _UNIT = {"minute": 60, "hour": 3600, "day": 86400}
 
@@ -42,20 +43,6 @@ def scheduled_event(rule: str, region: str = "us-east-1") -> dict:
     }
 
 
-def deliver(invoke, event: dict) -> None:
-    """Invoke with EventBridge's retries, then follow continuations until none are left."""
-    pending = [event]
-    while pending:
-        current = pending.pop(0)
-        for attempt in range(RETRIES + 1):
-            try:
-                result = invoke(current) or {}
-                pending.extend(result.get("continuations") or [])
-                break
-            except Exception:
-                log.exception("scheduled invocation failed (attempt %d)", attempt + 1)
-
-
 class Schedule(threading.Thread):
     def __init__(self, rule: str, invoke, interval: float, stop: threading.Event):
         super().__init__(daemon=True, name=f"schedule-{rule}")
@@ -64,7 +51,7 @@ class Schedule(threading.Thread):
     def run(self) -> None:
         while not self.stop.wait(self.interval):  # the first run one interval after start, as in AWS
             try:
-                deliver(self.invoke, scheduled_event(self.rule))
+                triggers.deliver(self.invoke, scheduled_event(self.rule), log)
             except Exception:
                 log.exception("schedule %s failed", self.rule)
 

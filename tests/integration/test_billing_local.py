@@ -4,7 +4,7 @@ import threading
 import time
 
 from billing import account_settings
-from metering_local import admin, schedule_trigger
+from metering_local import admin, schedule_trigger, triggers
 from metering_local.template import Template
 from tests.billing_fixtures import billing_fixture, principal  # noqa: F401 - provides the `billing` fixture
 from tests.conftest import ROOT
@@ -55,7 +55,7 @@ def test_deliver_retries_and_follows_continuations():
             return {"continuations": [{"shards": ["DUE#1"]}, {"shards": ["DUE#2"]}]}
         return {"continuations": []}
 
-    schedule_trigger.deliver(invoke, schedule_trigger.scheduled_event("rule"))
+    triggers.deliver(invoke, schedule_trigger.scheduled_event("rule"), schedule_trigger.log)
     assert [e.get("shards") for e in seen] == [None, None, ["DUE#1"], ["DUE#2"]]
     assert seen[0]["detail-type"] == "Scheduled Event"
 

@@ -24,10 +24,9 @@ grows with every `activate`: an alert fires at most once per customer and genera
 import time
 from typing import Annotated, Literal
 
-from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
-from metering import aws, meters, store, wire
+from metering import meters, store, wire
 from metering.accounts import Principal
 from metering.config import settings
 from metering.errors import StripeError, invalid, not_found
@@ -167,18 +166,6 @@ def _counts(item: dict, delta: int, cap: bool) -> list[dict]:
     return [{"Update": cap_update}, {"Update": claim_update}]
 
 
-def _transact(operations: list[dict]) -> list[str]:
-    """[] when committed, else the cancellation reasons (one code per operation)."""
-    try:
-        aws.dynamodb().transact_write_items(TransactItems=operations)
-    except ClientError as exc:
-        if store.error_code(exc) != "TransactionCanceledException":
-            store.raise_retryable(exc)
-            raise
-        return [r.get("Code") or "None" for r in exc.response.get("CancellationReasons") or []]
-    return []
-
-
 def _busy() -> StripeError:
     return StripeError(
         "This alert is being changed by another request right now; retry.",
@@ -228,7 +215,7 @@ def create(who: Principal, params: dict) -> dict:
     new = "attribute_not_exists(pk)"
     operations = [_put(item, new), _put({**item, "sk": _watch_sk(item)}, new), *_counts(item, 1, cap=True)]
     for _ in range(5):
-        reasons = _transact(operations)
+        reasons = store.transact(operations)
         if not reasons:
             return to_object(item)
         if reasons[2] == "ConditionalCheckFailed":
@@ -303,7 +290,7 @@ def change(who: Principal, alert_id: str, params: dict, action: str) -> dict:
             operations += _counts(item, -1, cap=False)
         else:
             operations.append(_put(watch, "attribute_exists(pk)"))
-        if not _transact(operations):
+        if not store.transact(operations):
             return to_object(changed)
         time.sleep(0.02)  # changed concurrently: read it again
     raise _busy()

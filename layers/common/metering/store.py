@@ -169,3 +169,16 @@ def page(
     if ending_before is not None:
         picked.reverse()
     return picked, has_more
+
+
+def transact(operations: list[dict]) -> list[str]:
+    """Run a transaction; [] when it committed, else the cancellation reasons' codes (one per
+    operation, "None" for those that were not the cause). Throttling becomes a 429."""
+    try:
+        aws.dynamodb().transact_write_items(TransactItems=operations)
+    except ClientError as exc:
+        if error_code(exc) != "TransactionCanceledException":
+            raise_retryable(exc)
+            raise
+        return [r.get("Code") or "None" for r in exc.response.get("CancellationReasons") or []]
+    return []

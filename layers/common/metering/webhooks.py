@@ -248,18 +248,6 @@ def matching(endpoints: list[dict], type_: str) -> list[str]:
     ]
 
 
-def _transact(operations: list[dict]) -> list[str]:
-    """Run a transaction; [] when it committed, else the cancellation reasons' codes."""
-    try:
-        aws.dynamodb().transact_write_items(TransactItems=operations)
-    except ClientError as exc:
-        if store.error_code(exc) != "TransactionCanceledException":
-            store.raise_retryable(exc)
-            raise
-        return [r.get("Code") or "None" for r in exc.response.get("CancellationReasons") or []]
-    return []
-
-
 def create(who: Principal, params: dict) -> dict:
     spec: EndpointCreate = wire.validate(EndpointCreate, params)
     url = check_url(spec.url, who.livemode)
@@ -298,7 +286,7 @@ def create(who: Principal, params: dict) -> dict:
         }
     }
     for _ in range(5):
-        reasons = _transact([count, put])
+        reasons = store.transact([count, put])
         if not reasons:
             return to_object(item, with_secret=True)
         if reasons[0] == "ConditionalCheckFailed":
@@ -362,7 +350,7 @@ def delete(who: Principal, endpoint_id: str, params: dict) -> dict:
     wire.reject_unknown(params, set())
     _load(who, endpoint_id)
     table = settings().main_table
-    reasons = _transact(
+    reasons = store.transact(
         [
             {
                 "Delete": {
