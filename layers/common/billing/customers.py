@@ -112,7 +112,7 @@ def to_object(item: dict) -> dict:
 
 
 def load(who: Principal, customer_id: str, param: str = "id", allow_deleted: bool = False) -> dict:
-    item = storage.get(who.scope, sk(customer_id)) if len(customer_id) <= 200 else None
+    item = storage.find(who.scope, sk, customer_id)
     if item is None or (item.get("deleted") and not allow_deleted):
         raise not_found(f"No such customer: '{customer_id}'", param)
     return item

@@ -294,7 +294,7 @@ def finalization_events(pending: events.Pending, item: dict) -> list[dict]:
 
 
 def load(who: Principal, invoice_id: str, param: str = "id") -> dict:
-    item = storage.get(who.scope, sk(invoice_id)) if len(invoice_id) <= 200 else None
+    item = storage.find(who.scope, sk, invoice_id)
     if item is None:
         raise not_found(f"No such invoice: '{invoice_id}'", param)
     return item

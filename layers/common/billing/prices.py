@@ -368,7 +368,7 @@ def _expanded(who: Principal, item: dict, expand: list[str] | None) -> dict:
 
 
 def load(who: Principal, price_id: str, param: str = "id") -> dict:
-    item = storage.get(who.scope, sk(price_id)) if len(price_id) <= 200 else None
+    item = storage.find(who.scope, sk, price_id)
     if item is None:
         raise not_found(f"No such price: '{price_id}'", param)
     return item

@@ -128,7 +128,7 @@ def create(who: Principal, params: dict) -> dict:
 
 
 def load(who: Principal, product_id: str, param: str = "id") -> dict:
-    item = storage.get(who.scope, id_sk(product_id)) if len(product_id) <= 200 else None
+    item = storage.find(who.scope, id_sk, product_id)
     if item is None:
         raise not_found(f"No such product: '{product_id}'", param)
     return item

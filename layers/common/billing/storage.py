@@ -71,6 +71,12 @@ def get(scope: str, sk: str, consistent: bool = True) -> dict | None:
     return store.get(table(), scope_pk(scope), sk, consistent)
 
 
+def find(scope: str, make_sk, object_id: str, consistent: bool = True) -> dict | None:
+    """The object an id names, or None; ids over MAX_ID characters name nothing (and would
+    not fit a key), so they are never looked up."""
+    return get(scope, make_sk(object_id), consistent) if len(object_id) <= MAX_ID else None
+
+
 def get_key(pk: str, sk: str) -> dict | None:
     return store.get(table(), pk, sk, consistent=True)
 

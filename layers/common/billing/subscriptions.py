@@ -118,7 +118,7 @@ def _missing(subscription_id: str, param: str = "id"):
 
 
 def load(who: Principal, subscription_id: str, param: str = "id") -> dict:
-    item = storage.get(who.scope, sk(subscription_id)) if len(subscription_id) <= 200 else None
+    item = storage.find(who.scope, sk, subscription_id)
     if item is None:
         raise _missing(subscription_id, param)
     return item
@@ -427,7 +427,7 @@ def retrieve(who: Principal, subscription_id: str, params: dict) -> dict:
 
 def retrieve_item(who: Principal, item_id: str, params: dict) -> dict:
     wire.reject_unknown(params, {"expand"})
-    pointer = storage.get(who.scope, item_sk(item_id), consistent=False) if len(item_id) <= 200 else None
+    pointer = storage.find(who.scope, item_sk, item_id, consistent=False)
     if pointer is None:
         raise not_found(f"No such subscription item: '{item_id}'")
     subscription = load(who, pointer["subscription"])
