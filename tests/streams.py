@@ -7,7 +7,7 @@ from metering_local.stream_trigger import Mapping, StreamPoller
 
 
 def apply_batch(event: dict) -> dict:
-    return aggregate.handle_batch(event["Records"])
+    return aggregate.handle_batch(event["Records"], event["shardId"])
 
 
 def stream_pump(aws, invoke=apply_batch, mapping: Mapping | None = None) -> StreamPoller:

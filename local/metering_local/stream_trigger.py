@@ -57,6 +57,7 @@ class ShardConsumer:
     invoke: Callable[[dict], dict | None]
     mapping: Mapping
     stream_arn: str = ""
+    shard_id: str = "shardId-local"
     pending: list[dict] = field(default_factory=list)
     retries: int = 0
     batch_limit: int = 0
@@ -68,7 +69,14 @@ class ShardConsumer:
             return False
         size = min(self.batch_limit or self.mapping.batch_size, self.mapping.batch_size)
         batch = self.pending[:size]
-        event = {"Records": [lambda_record(r, self.stream_arn) for r in batch]}
+        # As with a tumbling window on the mapping (the template sets one): the shard's id and
+        # the window's state come with the records.
+        event = {
+            "Records": [lambda_record(r, self.stream_arn) for r in batch],
+            "shardId": self.shard_id,
+            "eventSourceARN": self.stream_arn,
+            "state": {},
+        }
         try:
             result = self.invoke(event)
         except Exception:
@@ -138,6 +146,7 @@ class StreamPoller(threading.Thread):
         for shard in self.streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
             shard_id = shard["ShardId"]
             self.consumer.pending = self._read(arn, shard_id)
+            self.consumer.shard_id = shard_id
             while self.consumer.pending and not self.stop.is_set():
                 before = self.consumer.pending[0]["dynamodb"]["SequenceNumber"]
                 self.consumer.step()

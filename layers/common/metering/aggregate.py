@@ -1,17 +1,28 @@
 """The aggregate function: events-table stream records -> exact rollups.
 
-Each stream record is turned into ledger operations (add the event that now counts,
-remove the one that stopped counting). Records are applied in chunks, each chunk one
-DynamoDB transaction over its ledger items and the minute/hour/day buckets they touch,
-conditioned on the exact states read (ledger state, bucket version). A redelivered
-record meets a ledger already past it and adds nothing; a concurrent writer on the same
-bucket makes the transaction fail and the chunk is re-read and re-applied. Buckets
-whose latest event stops counting are recomputed from the ledger (strongly consistent
-query), which is how a `last` meter falls back to the previous event.
+Each stream record is turned into operations on contributions (add the event that now
+counts, remove the one that stopped counting). Records are applied in chunks, each chunk
+one DynamoDB transaction over the minute/hour/day buckets it touches, conditioned on the
+bucket versions read, together with the shard's watermark (`metering.rollups`).
+
+Exactly once without an item per event: Lambda hands a shard's records to one invocation
+at a time and always in order the first time; redeliveries (a retried batch, a batch
+retried from a reported record, a bisected batch) repeat records already seen. So each
+chunk's transaction also moves the shard's watermark, conditioned on the value read, to
+its last record, and records at or below the watermark are skipped: a redelivered record
+adds nothing, and a concurrent writer (another shard on the same bucket, or a timed-out
+invocation still running) makes the transaction fail and the chunk is re-read. After a
+chunk fails, later chunks of the batch are not applied (the batch is retried from the
+failed chunk), so the watermark never passes a record that was not applied.
+
+Meters with `last` also keep a ledger item per event (`metering.rollups`), the index a
+bucket's `last` falls back on when its latest event stops counting. For sum and count
+meters the minute buckets hold per-second sums instead, which is what billing needs for
+periods that start or end inside a minute (`metering.usage`).
 
 Billing alerts ride on the same transactions: flagged records (meters with alerts) also
-move per (alert, customer) counters with their ledger changes, and a threshold reached
-is fired once (metering.alert_counters). Records of meters without alerts read nothing more.
+move per (alert, customer) counters with their changes, and a threshold reached is fired
+once (metering.alert_counters). Records of meters without alerts read nothing more.
 """
 
 import json
@@ -20,6 +31,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 
 from aws_lambda_powertools.metrics import MetricUnit
 from boto3.dynamodb.types import TypeDeserializer
@@ -39,6 +51,7 @@ from metering.rollups import (
     floor,
     ledger_pk,
     ledger_sk,
+    watermark_key,
 )
 from metering.values import exact
 from metering.wire import format_decimal
@@ -48,7 +61,11 @@ MAX_ATTEMPTS = 8
 # Ledger items outlive every change that can still reach them: events are at most 35 days
 # old when stored and stream records live 24 hours.
 LEDGER_SECONDS = 75 * 86400
+# A watermark outlives its shard: stream records live 24 hours.
+WATERMARK_SECONDS = 3 * 86400
+SEQ_DIGITS = 40  # DynamoDB stream sequence numbers have 21 to 40 digits
 _de = TypeDeserializer()
+_SIZES = tuple(GRANULARITY.items())
 
 
 @dataclass(frozen=True)
@@ -61,17 +78,29 @@ class Contribution:
     identifier: str
     value: Decimal
     flags: int = field(default=0, compare=False)  # alert flag copied at ingest (alert_counters)
+    formula: str | None = field(default=None, compare=False)
 
     @property
+    def ledgered(self) -> bool:
+        """Only `last` meters keep a ledger item per event (unknown formulas too, to be safe)."""
+        return self.formula not in ("sum", "count")
+
+    @cached_property
     def ledger_key(self) -> tuple[str, str]:
-        day = floor(self.ts, GRANULARITY["D"])
+        day = self.ts - self.ts % 86400
         return ledger_pk(self.scope, self.meter_id, self.customer, day), ledger_sk(
             self.ts, self.seq, self.identifier
         )
 
-    def bucket_keys(self) -> list[tuple[str, str]]:
+    @cached_property
+    def keys(self) -> tuple[tuple[str, str], ...]:
+        """The buckets it counts in (minute, hour, day), then its ledger item if it has one."""
         pk = bucket_pk(self.scope, self.meter_id, self.customer)
-        return [(pk, bucket_sk(g, floor(self.ts, size))) for g, size in GRANULARITY.items()]
+        out = tuple((pk, bucket_sk(g, self.ts - self.ts % size)) for g, size in _SIZES)
+        return (*out, self.ledger_key) if self.ledgered else out
+
+    def bucket_keys(self) -> tuple[tuple[str, str], ...]:
+        return self.keys[:3]
 
 
 @dataclass(frozen=True)
@@ -100,6 +129,7 @@ def contribution(image: dict | None) -> Contribution | None:
         image["ident"],
         value,
         int(image.get("al") or 0),
+        image.get("f"),
     )
 
 
@@ -108,63 +138,95 @@ def operations(record: dict) -> list[Op]:
         return []  # TTL expiry of old events: their usage stays in the rollups
     seq = record["dynamodb"]["SequenceNumber"]
     old, new = contribution(_image(record, "OldImage")), contribution(_image(record, "NewImage"))
-    if old == new:
+    if old == new or (old and new and (old.ts, old.seq, old.identifier) == (new.ts, new.seq, new.identifier)):
         return []
     ops = []
-    if old is not None and (new is None or old.ledger_key != new.ledger_key):
+    if old is not None:
         ops.append(Op(seq, False, old))
-    if new is not None and (old is None or old.ledger_key != new.ledger_key):
+    if new is not None:
         ops.append(Op(seq, True, new))
     return ops
 
 
-def _chunks(
-    records: list[dict], watch: alert_counters.Watch | None = None
-) -> list[tuple[list[str], list[Op]]]:
-    """Group records into chunks whose transaction fits DynamoDB's item limit."""
-    watch = watch or alert_counters.Watch()
+def position(record_id: str) -> str:
+    """A sequence number in a form that sorts as the number does."""
+    return record_id.zfill(SEQ_DIGITS)
+
+
+Parsed = list[tuple[str, list[Op]]]
+
+
+def _chunks(parsed: Parsed, watch: alert_counters.Watch) -> list[tuple[list[str], list[Op]]]:
+    """Group records into chunks whose transaction (plus the watermark) fits DynamoDB's limit."""
+    limit = MAX_TRANSACTION_ITEMS - 1
     chunks: list[tuple[list[str], list[Op]]] = []
     ids: list[str] = []
     ops: list[Op] = []
     keys: set = set()
-    for record in records:
-        record_ops = operations(record)
-        record_keys = {k for op in record_ops for k in [op.what.ledger_key, *op.what.bucket_keys()]}
-        record_keys |= set(watch.counter_keys(op.what for op in record_ops))
-        if ids and len(keys | record_keys) > MAX_TRANSACTION_ITEMS:
+    for record_id, record_ops in parsed:
+        new = {k for op in record_ops for k in op.what.keys if k not in keys}
+        if watch.by_meter or watch.by_customer:
+            new |= set(watch.counter_keys(op.what for op in record_ops)) - keys
+        if ids and len(keys) + len(new) > limit:
             chunks.append((ids, ops))
             ids, ops, keys = [], [], set()
-        ids.append(record["dynamodb"]["SequenceNumber"])
+            new = {k for op in record_ops for k in op.what.keys}
+            new |= set(watch.counter_keys(op.what for op in record_ops))
+        ids.append(record_id)
         ops.extend(record_ops)
-        keys |= record_keys
+        keys |= new
     if ids:
         chunks.append((ids, ops))
     return chunks
 
 
-def handle_batch(records: list[dict]) -> dict:
-    """Apply a stream batch; report the first record of a chunk that could not be applied.
+def handle_batch(records: list[dict], shard: str = "default") -> dict:
+    """Apply a stream batch of one shard; report the first record of a chunk not applied.
 
     A chunk that fails for a reason other than contention or throttling is applied again
     one record at a time, so a poison record (one DynamoDB refuses whatever is retried) is
     isolated: it is reported (log, metric, the poison queue) and skipped, and the other
     records of its chunk and batch, other tenants' included, are applied as usual.
     """
+    parsed: Parsed = [(r["dynamodb"]["SequenceNumber"], operations(r)) for r in records]
     by_id = {r["dynamodb"]["SequenceNumber"]: r for r in records}
+    mark = Watermark(shard)
     try:
-        watch = alert_counters.Watch.read(op.what for r in records for op in operations(r))
+        watch = alert_counters.Watch.read(op.what for _, ops in parsed for op in ops)
     except Exception:
         logger.exception("could not read the alerts of flagged records")
-        return {"batchItemFailures": [{"itemIdentifier": next(iter(by_id))}] if by_id else []}
-    for ids, ops in _chunks(records, watch):
+        return {"batchItemFailures": [{"itemIdentifier": parsed[0][0]}] if parsed else []}
+    for ids, ops in _chunks([p for p in parsed if p[1]], watch):
         try:
-            _apply_with_retries(ops, watch)
+            _apply_with_retries(ops, watch, mark, ids[-1])
         except Exception as exc:
-            failed = ids[0] if _transient(exc) else _one_by_one(ids, by_id, watch)
+            failed = ids[0] if _transient(exc) else _one_by_one(ids, by_id, watch, mark)
             if failed is not None:
                 logger.exception("rollup chunk failed", extra={"sequence_number": failed})
                 return {"batchItemFailures": [{"itemIdentifier": failed}]}
     return {"batchItemFailures": []}
+
+
+class Watermark:
+    """The last stream record of a shard that the rollups hold (read with each chunk)."""
+
+    def __init__(self, shard: str):
+        self.key = watermark_key(shard)
+        self.read: str | None = None  # as read with the current chunk (padded), None if none
+
+    def applied(self, record_id: str) -> bool:
+        return self.read is not None and position(record_id) <= self.read
+
+    def put(self, table: str, last_id: str) -> dict:
+        item = {
+            "pk": self.key[0],
+            "sk": self.key[1],
+            "seq": position(last_id),
+            "expires_at": int(time.time()) + WATERMARK_SECONDS,
+        }
+        if self.read is None:
+            return _put(table, item, "attribute_not_exists(pk)", None)
+        return _put(table, item, "seq = :seq", {":seq": self.read})
 
 
 def _transient(exc: Exception) -> bool:
@@ -176,11 +238,13 @@ def _transient(exc: Exception) -> bool:
     return isinstance(exc, OSError | TimeoutError)
 
 
-def _one_by_one(ids: list[str], by_id: dict[str, dict], watch: alert_counters.Watch) -> str | None:
+def _one_by_one(
+    ids: list[str], by_id: dict[str, dict], watch: alert_counters.Watch, mark: Watermark
+) -> str | None:
     """Apply records singly; returns the first one that failed transiently (None if none did)."""
     for record_id in ids:
         try:
-            _apply_with_retries(operations(by_id[record_id]), watch)
+            _apply_with_retries(operations(by_id[record_id]), watch, mark, record_id)
         except Exception as exc:
             if _transient(exc) or not _poison(by_id[record_id], exc):
                 return record_id
@@ -206,10 +270,10 @@ def _poison(record: dict, exc: Exception) -> bool:
     return True
 
 
-def _apply_with_retries(ops: list[Op], watch: alert_counters.Watch | None = None) -> None:
+def _apply_with_retries(ops: list[Op], watch: alert_counters.Watch, mark: Watermark, last_id: str) -> None:
     for attempt in range(MAX_ATTEMPTS):
         try:
-            _apply(ops, watch or alert_counters.Watch())
+            _apply(ops, watch, mark, last_id)
             return
         except ClientError as exc:
             if store.error_code(exc) not in ("TransactionCanceledException", *store.RETRYABLE):
@@ -219,51 +283,54 @@ def _apply_with_retries(ops: list[Op], watch: alert_counters.Watch | None = None
             time.sleep(random.uniform(0, 0.02 * 2**attempt))
 
 
-def _apply(ops: list[Op], watch: alert_counters.Watch) -> None:
+def _apply(ops: list[Op], watch: alert_counters.Watch, mark: Watermark, last_id: str) -> None:
     if not ops:
         return
     table = settings().rollups_table
-    ledger_keys = list(dict.fromkeys(op.what.ledger_key for op in ops))
-    bucket_keys = list(dict.fromkeys(k for op in ops for k in op.what.bucket_keys()))
+    keys = list(dict.fromkeys(k for op in ops for k in op.what.keys))
     counter_keys = list(dict.fromkeys(watch.counter_keys(op.what for op in ops)))
-    current = store.batch_get(table, ledger_keys + bucket_keys + counter_keys, consistent=True)
+    current = store.batch_get(table, [mark.key, *keys, *counter_keys], consistent=True)
+    mark.read = current[mark.key]["seq"] if mark.key in current else None
+    tally = alert_counters.Tally(watch, current, [op.what for op in ops])
+    ops = [op for op in ops if not mark.applied(op.record_id)]
+    if not ops:  # applied by an earlier delivery, which may have stopped before firing
+        for counter in tally.due():
+            alert_counters.fire(counter)
+        return
 
+    ledger_keys = [k for k in keys if k[0][0] == "L"]
     read_state = {k: current[k]["st"] if k in current else None for k in ledger_keys}
     state = dict(read_state)
-    buckets = {k: Bucket.from_item(current.get(k)) for k in bucket_keys}
-    tally = alert_counters.Tally(watch, current, [op.what for op in ops])
+    values = {op.what.ledger_key: op.what.value for op in ops if op.what.ledgered}
+    buckets = {k: Bucket.from_item(current.get(k)) for k in keys if k[0][0] == "B"}
     stale_last: set[tuple[str, str]] = set()
     for op in ops:
-        k = op.what.ledger_key
+        what = op.what
+        if not what.ledgered:
+            _add(buckets, what, 1 if op.add else -1)
+            tally.change(op.record_id, what, 1 if op.add else -1)
+            continue
+        k = what.ledger_key
         if op.add and state[k] is None:
             state[k] = COUNTED
-            _add(buckets, op.what, 1)
-            tally.change(op.record_id, op.what, 1)
+            _add(buckets, what, 1)
+            tally.change(op.record_id, what, 1)
         elif not op.add and state[k] != REMOVED:
             was_counted = state[k] == COUNTED
             state[k] = REMOVED
             if was_counted:
-                stale_last |= _add(buckets, op.what, -1)
-                tally.change(op.record_id, op.what, -1)
+                stale_last |= _add(buckets, what, -1)
+                tally.change(op.record_id, what, -1)
 
-    writes = []
-    for k in ledger_keys:
-        if state[k] == read_state[k]:
-            continue
-        item = {
-            "pk": k[0],
-            "sk": k[1],
-            "st": state[k],
-            "v": format_decimal(_value_of(ops, k)),
-            "expires_at": int(k[1][:10]) + LEDGER_SECONDS,
-        }
-        condition, values = (
-            ("attribute_not_exists(pk)", None)
-            if read_state[k] is None
-            else ("st = :st", {":st": read_state[k]})
-        )
-        writes.append(_put(table, item, condition, values))
-    pending = {k: (state[k], _value_of(ops, k)) for k in ledger_keys if state[k] != read_state[k]}
+    writes = [mark.put(table, last_id)]
+    pending = {k: (state[k], values[k]) for k in ledger_keys if state[k] != read_state[k]}
+    for k, (st, value) in pending.items():
+        item = {"pk": k[0], "sk": k[1], "st": st, "v": format_decimal(value)}
+        item["expires_at"] = int(k[1][:10]) + LEDGER_SECONDS
+        if read_state[k] is None:
+            writes.append(_put(table, item, "attribute_not_exists(pk)", None))
+        else:
+            writes.append(_put(table, item, "st = :st", {":st": read_state[k]}))
     for k in stale_last:
         buckets[k].last = _latest_counted(table, k, pending)
     for k, bucket in buckets.items():
@@ -274,8 +341,8 @@ def _apply(ops: list[Op], watch: alert_counters.Watch) -> None:
         else:
             writes.append(_put(table, bucket.to_item(*k), "attribute_not_exists(pk)", None))
     writes += tally.writes()
-    if writes:
-        aws.dynamodb().transact_write_items(TransactItems=writes)
+    aws.dynamodb().transact_write_items(TransactItems=writes)
+    mark.read = position(last_id)
     tally.committed()
     for counter in tally.due():  # owed now, or by an earlier delivery that stopped before firing
         alert_counters.fire(counter)
@@ -289,24 +356,28 @@ def _put(table: str, item: dict, condition: str, values: dict | None) -> dict:
 
 
 def _add(buckets: dict, what: Contribution, sign: int) -> set:
-    """Apply one contribution to its three buckets; returns buckets whose `last` went stale."""
+    """Apply one contribution to its three buckets; returns buckets whose `last` went stale.
+
+    Buckets of sum and count meters keep no `last`; their minute buckets keep per-second
+    sums and counts instead."""
     stale = set()
-    for k in what.bucket_keys():
+    keep_last = what.ledgered
+    for i, k in enumerate(what.bucket_keys()):
         bucket = buckets[k]
         with exact():
             bucket.total += sign * what.value
+            if i == 0 and not keep_last:
+                bucket.add_second(what.ts % 60, sign * what.value, sign)
         bucket.count += sign
         bucket.dirty = True
-        position = (what.ts, what.seq)
-        if sign > 0 and (bucket.last is None or position > bucket.last[:2]):
+        if not keep_last:
+            continue
+        spot = (what.ts, what.seq)
+        if sign > 0 and (bucket.last is None or spot > bucket.last[:2]):
             bucket.last = (what.ts, what.seq, what.value)
-        elif sign < 0 and bucket.last is not None and bucket.last[:2] == position:
+        elif sign < 0 and bucket.last is not None and bucket.last[:2] == spot:
             stale.add(k)
     return stale
-
-
-def _value_of(ops: list[Op], ledger_key: tuple[str, str]) -> Decimal:
-    return next(op.what.value for op in ops if op.what.ledger_key == ledger_key)
 
 
 def _latest_counted(

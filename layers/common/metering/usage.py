@@ -2,9 +2,11 @@
 
 The public read billing uses (invoice lines, previews). Whole minutes come from the
 rollup buckets (the fewest day, hour and minute buckets that tile them, as summaries
-read them); only the partial minutes at the two edges are read from the ledger, so the
-cost is O(buckets) plus the events inside those two edge minutes, whatever the number
-of events in the period. Reads are strongly consistent: what the aggregate function
+read them); the partial minutes at the two edges come from their minute buckets'
+per-second sums (sum and count meters), or from the ledger (`last` meters, and minutes
+aggregated before seconds were kept), so the cost is O(buckets), plus for `last` meters
+the events inside those two edge minutes, whatever the number of events in the period.
+Reads are strongly consistent: what the aggregate function
 has committed is what counts.
 
 An event whose timestamp is `end - 1` counts, one at `end` does not, for every
@@ -16,7 +18,7 @@ from decimal import Decimal
 
 from metering import store, summaries
 from metering.config import settings
-from metering.rollups import COUNTED, GRANULARITY, Bucket, floor, ledger_pk
+from metering.rollups import COUNTED, GRANULARITY, Bucket, bucket_pk, bucket_sk, floor, ledger_pk
 
 MINUTE = GRANULARITY["M"]
 DAY = GRANULARITY["D"]
@@ -40,6 +42,25 @@ def _ledger(scope: str, meter_id: str, customer: str, start: int, end: int) -> B
     return merged
 
 
+def _partial(scope: str, meter_id: str, customer: str, start: int, end: int) -> Bucket:
+    """[start, end) inside one minute: the minute bucket's seconds, else the ledger."""
+    if start >= end:
+        return Bucket()
+    minute = floor(start, MINUTE)
+    item = store.get(
+        settings().rollups_table,
+        bucket_pk(scope, meter_id, customer),
+        bucket_sk("M", minute),
+        consistent=True,
+    )
+    if item is None:
+        return Bucket()  # nothing counted in that minute
+    bucket = Bucket.from_item(item)
+    if bucket.seconds is not None:
+        return bucket.between(minute, start, end)
+    return _ledger(scope, meter_id, customer, start, end)
+
+
 def _buckets(scope: str, meter_id: str, customer: str, start: int, end: int) -> Bucket:
     """Whole minutes [start, end) from the covering rollup buckets (strongly consistent)."""
     if start >= end:
@@ -57,12 +78,12 @@ def totals(scope: str, meter_id: str, customer: str, start: int, end: int) -> Bu
         # No whole minute inside: at most two partial minutes (one ledger day each).
         merged = Bucket()
         split = min(inner_start, end)
-        merged.merge(_ledger(scope, meter_id, customer, start, split))
-        merged.merge(_ledger(scope, meter_id, customer, split, end))
+        merged.merge(_partial(scope, meter_id, customer, start, split))
+        merged.merge(_partial(scope, meter_id, customer, split, end))
         return merged
     merged = _buckets(scope, meter_id, customer, inner_start, inner_end)
-    merged.merge(_ledger(scope, meter_id, customer, start, inner_start))
-    merged.merge(_ledger(scope, meter_id, customer, inner_end, end))
+    merged.merge(_partial(scope, meter_id, customer, start, inner_start))
+    merged.merge(_partial(scope, meter_id, customer, inner_end, end))
     return merged
 
 
