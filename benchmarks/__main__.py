@@ -5,7 +5,15 @@ import importlib
 import subprocess
 import time
 
-SECTIONS = ["cold_start", "handler_cpu", "storage_costs", "bulk_upload", "end_to_end", "billing_close"]
+SECTIONS = [
+    "cold_start",
+    "handler_cpu",
+    "storage_costs",
+    "cost",
+    "bulk_upload",
+    "end_to_end",
+    "billing_close",
+]
 
 
 def table(rows: list[list[str]]) -> str:

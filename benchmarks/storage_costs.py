@@ -91,7 +91,7 @@ def run() -> list:
 
         # one busy customer: 1,000 new events within one hour, aggregated from the stream
         mapping = Mapping(100, True, True, -1)
-        apply = lambda e: aggregate.handle_batch(e["Records"])  # noqa: E731
+        apply = lambda e: aggregate.handle_batch(e["Records"], e["shardId"])  # noqa: E731
         poller = StreamPoller(names.tables["EventsTable"], apply, mapping, threading.Event(), 0)
         poller.settle()  # the events above
         for i in range(BUSY_RECORDS):
