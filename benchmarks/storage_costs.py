@@ -138,7 +138,7 @@ def summary_reads(who, base) -> list:
     today = base + 2 * DAY
     start = today - 32 * DAY
     sequence = 0
-    for count in (10, 10_000):
+    for count in (10, 10_000, 100_000):
         meter = _meter(who, f"volume{count}")
         for first in range(0, count, 100):
             records = []
@@ -161,7 +161,7 @@ def summary_reads(who, base) -> list:
                         "dynamodb": {"SequenceNumber": str(sequence), "NewImage": to_item(image)},
                     }
                 )
-            aggregate.handle_batch(records)
+            aggregate.handle_batch(records, "summary-bench")
         for window in ("day", None):
             params = {
                 "customer": "cus_busy",
@@ -171,8 +171,18 @@ def summary_reads(who, base) -> list:
             }
             if window:
                 params["value_grouping_window"] = window
+            started = time.perf_counter()
             calls = _measure(lambda p=params, m=meter: summaries.list_summaries(who, m["id"], p))
+            elapsed = time.perf_counter() - started
             label = "daily windows" if window else "one summary"
+            figures.append(
+                Figure(
+                    "summary reads",
+                    f"31 days, {label}, {count:,} events: latency (moto in process)",
+                    elapsed * 1000,
+                    "ms",
+                )
+            )
             figures.append(
                 Figure(
                     "summary reads",

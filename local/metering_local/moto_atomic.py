@@ -36,6 +36,7 @@ _OPERATIONS = (
 def install() -> None:
     from moto.dynamodb.models import DynamoDBBackend
 
+    __import__("metering_local.moto_partiql", fromlist=["install"]).install()  # DuplicateItem (that file)
     if getattr(DynamoDBBackend, "_metering_atomic", False):
         return
     for name in _OPERATIONS:

@@ -16,8 +16,8 @@ def test_stream_sample_then_summary_sample(aws, handler, monkeypatch):
         {"display_name": "AI tokens", "event_name": "ai_tokens", "default_aggregation": {"formula": "sum"}},
     )
     stream = json.loads(json.dumps(sample_event("aggregate_stream.json")).replace("mtr_sample", meter["id"]))
-    assert handler("AggregateFunction", stream) == {"batchItemFailures": []}
-    assert handler("AggregateFunction", stream) == {"batchItemFailures": []}  # redelivered: no change
+    assert handler("AggregateFunction", stream) == {"batchItemFailures": [], "state": {}}
+    assert handler("AggregateFunction", stream) == {"batchItemFailures": [], "state": {}}  # redelivered
     summary = sample_event("list_event_summaries.json")
     path = summary["path"].replace("mtr_sample", meter["id"])
     summary["path"] = summary["requestContext"]["path"] = path

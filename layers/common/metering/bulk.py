@@ -27,14 +27,14 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools.utilities.streaming import S3Object
 from botocore.exceptions import ClientError
 
 from metering import aws, clock, error_reports, event_store, meter_lookup, notifications, store, wire
-from metering.bulk_rows import FileProblem, file_format, rows
+from metering.bulk_rows import FileProblem, file_format, rows, slice_plan
 from metering.config import settings
 from metering.errors import StripeError
 from metering.keys import key
@@ -49,6 +49,10 @@ LOW_TIME_MS = 120_000
 LEASE_SECONDS = 150  # < S3's second retry (3 min after a failure), > one segment's work
 RUNNING_PK = "BULK#RUNNING"  # index of the files being ingested, read by the sweeper
 MAX_SWEEPS = 3  # resumptions by the sweeper without getting past a row before the file fails
+SLICE_BYTES = 4 << 20  # a plain .csv / .jsonl file larger than this is split into slices of about this size
+MAX_SLICES = 256  # a larger file gets larger slices (1 GB: 256 slices of 4 MiB)
+CONCURRENT_SLICES = 16  # slices of one file running at once: slice k + 16 starts when slice k ends
+NOT_STARTED = -1  # the lease of a slice no invocation has claimed yet
 
 
 @dataclass
@@ -62,9 +66,12 @@ class Progress:
     parts: list[int] = field(default_factory=list)
     status: str = "running"
     lease: int = 0
+    slices: int | None = None  # file: number of slices once planned (0: not split)
+    span: tuple[int, int, int, int] | None = None  # slice: (start, end, rows before it, header end)
 
     @classmethod
     def from_item(cls, item: dict) -> "Progress":
+        span = item.get("span")
         return cls(
             int(item["row"]),
             int(item["records"]),
@@ -73,6 +80,8 @@ class Progress:
             [int(p) for p in item.get("parts", [])],
             item["status"],
             int(item.get("lease", 0)),
+            int(item["slices"]) if item.get("slices") is not None else None,
+            tuple(int(x) for x in span) if span else None,
         )
 
 
@@ -84,6 +93,7 @@ class Upload:
     account_id: str
     path: str  # the key after uploads/
     livemode: bool | None = None  # from a `test/` or `live/` folder; None: the account's first key's mode
+    slice: int | None = None  # one slice of a file split for concurrent invocations
 
     @property
     def path_hash(self) -> str:
@@ -92,21 +102,34 @@ class Upload:
 
     @property
     def progress_key(self) -> dict:
-        return {"pk": key("ACCT", self.account_id), "sk": key("IMPORT", self.etag, self.path_hash)}
+        """The file's progress item, or its slice's."""
+        file_key = {"pk": key("ACCT", self.account_id), "sk": key("IMPORT", self.etag, self.path_hash)}
+        if self.slice is None:
+            return file_key
+        return {"pk": file_key["pk"], "sk": key(file_key["sk"], "S", f"{self.slice:05d}")}
+
+    @property
+    def file(self) -> "Upload":
+        return replace(self, slice=None)
+
+    def sliced(self, number: int) -> "Upload":
+        return replace(self, slice=number)
 
     def result_key(self, suffix: str) -> str:
         return f"{RESULTS}{self.path}{suffix}"
 
     @property
     def reference(self) -> dict:
-        return {"bucket": self.bucket, "key": self.key, "etag": self.etag}
+        out = {"bucket": self.bucket, "key": self.key, "etag": self.etag}
+        return out if self.slice is None else {**out, "slice": self.slice}
 
     def part_key(self, first_row: int) -> str:
         return f"{RESULTS}.parts/{self.etag}/{self.path_hash}/{first_row:012d}.csv"
 
     def marker_key(self, name: str) -> dict:
-        """A main table key next to the progress item, for `notifications.publish_once`."""
-        return {"pk": self.progress_key["pk"], "sk": key(self.progress_key["sk"], name)}
+        """A main table key next to the file's progress item, for `notifications.publish_once`."""
+        file_key = self.file.progress_key
+        return {"pk": file_key["pk"], "sk": key(file_key["sk"], name)}
 
     @property
     def running_key(self) -> dict:
@@ -138,6 +161,8 @@ def _claim(upload: Upload, handed_over: int | None) -> Progress | None:
     table, now = settings().main_table, int(time.time())
     k = upload.progress_key
     current = store.get(table, k["pk"], k["sk"], consistent=True)
+    if current is None and upload.slice is not None:
+        return None  # slices are created by the file's plan
     if current is None:
         _index(upload, now)  # first: a file never runs without its entry in the sweeper's index
         item = {**k, "row": 0, "records": 0, "ingested": 0, "errors": 0, "parts": [], "status": "running"}
@@ -295,21 +320,35 @@ def _batches(numbered: Iterator, size: int) -> Iterator[list]:
         raise problem
 
 
-def process(upload: Upload, remaining_ms: Callable[[], int], handed_over: int | None = None) -> dict | None:
-    """Ingest (the rest of) a file. Returns a continuation event when time ran low, else None."""
+def process(upload: Upload, remaining_ms: Callable[[], int], handed_over: int | None = None) -> list[dict]:
+    """Ingest (the rest of) a file or one of its slices. Returns the invocations to run next:
+    a continuation when time ran low, the slices of a file just split."""
     started = clock.now()
     account = _account(upload.account_id)
+    if upload.slice is not None:
+        current = store.get(settings().main_table, **_pk_sk(upload.progress_key), consistent=True)
+        if current is not None and current["status"] != "running":
+            return _slice_done(upload)  # finished before a crash kept it from telling the file
     progress = _claim(upload, handed_over)
     if progress is None:
-        return None
+        return []
     if account is None:
-        return _finish(upload, progress, f"Unknown account {upload.account_id} in the upload path.", False)
+        _finish(upload, progress, f"Unknown account {upload.account_id} in the upload path.", False)
+        return []
     livemode = upload.livemode if upload.livemode is not None else bool(account.get("livemode", False))
     try:
+        if upload.slice is None and progress.slices is None and progress.row == 0:
+            progress.slices = _split(upload, progress)
+        if upload.slice is None and progress.slices:
+            return _coordinate(upload, progress, livemode)
         return _ingest(upload, progress, livemode, remaining_ms, started)
     except Exception:
         _release(upload, progress)  # let the retried notification resume from the checkpoint
         raise
+
+
+def _pk_sk(k: dict) -> dict:
+    return {"pk": k["pk"], "sk": k["sk"]}
 
 
 def _release(upload: Upload, progress: Progress) -> None:
@@ -319,15 +358,56 @@ def _release(upload: Upload, progress: Progress) -> None:
         logger.exception("could not release the upload lease", extra={"file": upload.key})
 
 
-def _ingest(upload: Upload, progress: Progress, livemode: bool, remaining_ms, started: float) -> dict | None:
-    segment = Segment(progress.row + 1)
-    try:
-        fmt, gz = file_format(upload.key)
-        # If-Match: a newer object under the same key is its own upload, never read as this one.
+def _open_rows(upload: Upload, progress: Progress) -> Iterator:
+    """(row number, fields) of the file or slice after the checkpoint row, read from S3 pinned
+    to the notified ETag. A slice reads its byte range, after the CSV header (read apart)."""
+    fmt, gz = file_format(upload.key)
+    if progress.span is None:
         stream = S3Object(
             upload.bucket, upload.key, boto3_client=aws.s3(), is_gzip=gz, IfMatch=f'"{upload.etag}"'
         )
-        remaining = ((n, fields) for n, fields in rows(stream, fmt) if n > progress.row)  # resume
+        return ((n, fields) for n, fields in rows(stream, fmt) if n > progress.row)
+    start, end, before, header_end = progress.span
+    parts = [(0, header_end)] if start > 0 and header_end else []
+    stream = io.BufferedReader(_Ranges(upload, [*parts, (start, end)]), CHUNK_BYTES)
+    return ((n + before, fields) for n, fields in rows(stream, fmt) if n + before > progress.row)
+
+
+CHUNK_BYTES = 1 << 20
+
+
+class _Ranges(io.RawIOBase):
+    """Byte ranges of the object, one after the other, streamed with ranged GETs."""
+
+    def __init__(self, upload: Upload, ranges: list[tuple[int, int]]):
+        self.upload, self.ranges, self.body = upload, [r for r in ranges if r[1] > r[0]], None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while True:
+            if self.body is None:
+                if not self.ranges:
+                    return 0
+                start, end = self.ranges.pop(0)
+                self.body = aws.s3().get_object(
+                    Bucket=self.upload.bucket,
+                    Key=self.upload.key,
+                    IfMatch=f'"{self.upload.etag}"',
+                    Range=f"bytes={start}-{end - 1}",
+                )["Body"]
+            data = self.body.read(len(buffer))
+            if data:
+                buffer[: len(data)] = data
+                return len(data)
+            self.body = None
+
+
+def _ingest(upload: Upload, progress: Progress, livemode: bool, remaining_ms, started: float) -> list[dict]:
+    segment = Segment(progress.row + 1)
+    try:
+        remaining = _open_rows(upload, progress)
         for batch in _batches(remaining, BATCH_ROWS):
             with meter_lookup.batch():
                 accepted, sources = _check_rows(upload, livemode, batch, segment)
@@ -336,22 +416,172 @@ def _ingest(upload: Upload, progress: Progress, livemode: bool, remaining_ms, st
                 _close_segment(upload, progress, segment, livemode, started)
                 segment = Segment(segment.last_row + 1)
                 if remaining_ms() < LOW_TIME_MS:
-                    return {"continuation": {**upload.reference, "lease": progress.lease}}
+                    return [{"continuation": {**upload.reference, "lease": progress.lease}}]
     except FileProblem as exc:
         _close_segment(upload, progress, segment, livemode, started)  # rows read before the problem
-        return _finish(upload, progress, str(exc), livemode)
+        return _end(upload, progress, str(exc), livemode)
     except ClientError as exc:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if status not in (404, 412):
             raise
         _close_segment(upload, progress, segment, livemode, started)
         if status == 404:
-            return _finish(upload, progress, "The object was deleted before it was read.", livemode)
+            return _end(upload, progress, "The object was deleted before it was read.", livemode)
         # The newer object has its own notification and writes the results under this path.
         reason = "The object was replaced by a newer upload under the same key before it was read."
-        return _finish(upload, progress, reason, livemode, write_result=False)
+        return _end(upload, progress, reason, livemode, write_result=False)
     _close_segment(upload, progress, segment, livemode, started)
-    return _finish(upload, progress, None, livemode)
+    return _end(upload, progress, None, livemode)
+
+
+def _end(upload: Upload, progress: Progress, reason: str | None, livemode: bool, write_result=True) -> list:
+    if upload.slice is None:
+        _finish(upload, progress, reason, livemode, write_result)
+        return []
+    _end_slice(upload, progress, reason, write_result)
+    return _slice_done(upload)
+
+
+# Files split into slices: a plain .csv or .jsonl file larger than SLICE_BYTES is cut at line
+# boundaries into byte ranges, each with the number of rows before it, so every row keeps
+# the number (source tag, derived identifier, errors file row) it has in the whole file.
+# Each slice is ingested by its own invocation with its own progress item (checkpoints,
+# lease, resume, sweep); the last one to finish writes the file's result.
+
+
+def _split(upload: Upload, progress: Progress) -> int:
+    """Plan the file's slices once (0: the file is read whole); returns their number."""
+    fmt, gz = file_format(upload.key) if upload.key.lower().endswith((".csv", ".jsonl")) else (None, True)
+    plan = []
+    if not gz:
+        try:
+            head = aws.s3().head_object(Bucket=upload.bucket, Key=upload.key, IfMatch=f'"{upload.etag}"')
+        except ClientError:
+            head = {}  # deleted or replaced: reading it says so
+        size = int(head.get("ContentLength", 0))
+        if size > SLICE_BYTES:
+            target = max(SLICE_BYTES, -(-size // MAX_SLICES))
+            body = aws.s3().get_object(Bucket=upload.bucket, Key=upload.key, IfMatch=f'"{upload.etag}"')[
+                "Body"
+            ]
+            plan = slice_plan(body, fmt, target)
+    table = settings().main_table
+    for number, span in enumerate(plan if len(plan) > 1 else []):
+        item = {
+            **upload.sliced(number).progress_key,
+            "row": span[2],
+            "records": 0,
+            "ingested": 0,
+            "errors": 0,
+        }
+        item |= {
+            "parts": [],
+            "status": "running",
+            "lease": NOT_STARTED,
+            "span": list(span),
+            "file": upload.key,
+        }
+        store.put_new(table, item)  # planned again after a crash: the same slices, kept as they are
+    slices = len(plan) if len(plan) > 1 else 0
+    _update(upload, "SET slices = :n", "lease = :mine", {":n": slices, ":mine": progress.lease})
+    return slices
+
+
+def _slice_items(upload: Upload) -> list[dict]:
+    prefix = key(upload.progress_key["sk"], "S", "")
+    items = store.query(
+        settings().main_table, upload.progress_key["pk"], prefix, prefix + store.HIGH, True, True
+    )
+    return [i for i in items if i["sk"].startswith(prefix)]
+
+
+def _coordinate(upload: Upload, progress: Progress, livemode: bool) -> list[dict]:
+    """The file of a split: finish it once every slice is done, else (re)start the slices
+    that are not running (just planned, or their invocation died) and step aside."""
+    slices = _slice_items(upload)
+    now = int(time.time())
+    if len(slices) == progress.slices and all(i["status"] != "running" for i in slices):
+        _finish_slices(upload, progress, slices, livemode)
+        return []
+    _release(upload, progress)
+    return [{"continuation": upload.sliced(n).reference} for n in _due(slices, now)]
+
+
+def _number(item: dict) -> int:
+    return int(item["sk"].rsplit("#", 1)[1])
+
+
+def _due(slices: list[dict], now: int) -> list[int]:
+    """Slices to (re)start: the first CONCURRENT_SLICES that are not running; a later one only
+    once the slice CONCURRENT_SLICES before it ended (its end starts it; this catches a lost start)."""
+    by_number = {_number(i): i for i in slices}
+    due = []
+    for n, item in sorted(by_number.items()):
+        lease = int(item.get("lease", 0))
+        if item["status"] != "running" or 0 <= now < lease:
+            continue
+        before = by_number.get(n - CONCURRENT_SLICES)
+        if lease == NOT_STARTED and before is not None and before["status"] == "running":
+            continue  # waits for its turn
+        due.append(n)
+    return due
+
+
+def _end_slice(upload: Upload, progress: Progress, reason: str | None, write_result: bool) -> None:
+    """Mark the slice done (or failed, with the reason for the file's result)."""
+    values = {":status": "failed" if reason else "done", ":reason": reason, ":write": write_result}
+    values |= {":lease": progress.lease, ":running": "running"}
+    aws.dynamodb().update_item(
+        TableName=settings().main_table,
+        Key=store.to_item(upload.progress_key),
+        UpdateExpression="SET #s = :status, reason = :reason, write_result = :write",
+        ConditionExpression="lease = :lease AND #s = :running",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues=store.values(values),
+    )
+
+
+def _slice_done(upload: Upload) -> list[dict]:
+    """Tell the file a slice is done (a set: telling it twice changes nothing); the invocation
+    that completes the set finishes the file."""
+    out = aws.dynamodb().update_item(
+        TableName=settings().main_table,
+        Key=store.to_item(upload.file.progress_key),
+        UpdateExpression="ADD done_slices :k",
+        ExpressionAttributeValues={":k": {"NS": [str(upload.slice)]}},
+        ReturnValues="ALL_NEW",
+    )
+    item = store.from_item(out["Attributes"])
+    if item.get("status") != "running":
+        return []
+    if len(item.get("done_slices", ())) < int(item.get("slices") or 0):
+        following = upload.sliced(upload.slice + CONCURRENT_SLICES)
+        if upload.slice + CONCURRENT_SLICES < int(item.get("slices") or 0):
+            return [{"continuation": following.reference}]  # its turn (a duplicate start does nothing)
+        return []
+    file = upload.file
+    progress = _claim(file, None)
+    if progress is None:
+        return []  # another invocation is finishing it (or the sweep will)
+    account = _account(file.account_id) or {}
+    livemode = file.livemode if file.livemode is not None else bool(account.get("livemode", False))
+    try:
+        return _coordinate(file, progress, livemode)
+    except Exception:
+        _release(file, progress)
+        raise
+
+
+def _finish_slices(upload: Upload, progress: Progress, slices: list[dict], livemode: bool) -> None:
+    """One result for the file: the slices' counters and error parts added up."""
+    progress.records = sum(int(i["records"]) for i in slices)
+    progress.ingested = sum(int(i["ingested"]) for i in slices)
+    progress.errors = sum(int(i["errors"]) for i in slices)
+    progress.parts = sorted({int(p) for i in slices for p in i.get("parts", [])})
+    progress.row = max(int(i["row"]) for i in slices)
+    reasons = [i["reason"] for i in sorted(slices, key=lambda i: i["sk"]) if i.get("reason")]
+    write_result = all(i.get("write_result", True) for i in slices)
+    _finish(upload, progress, reasons[0] if reasons else None, livemode, write_result)
 
 
 def sweep() -> list[dict]:
@@ -380,37 +610,62 @@ def sweep() -> list[dict]:
             continue
         if progress.lease > now:
             continue  # alive, or just handed over
-        same_row = int(current.get("swept_row", -1)) == progress.row
-        sweeps = int(current.get("sweeps", 0)) + 1 if same_row else 1
-        try:
-            aws.dynamodb().update_item(
-                TableName=table,
-                Key=store.to_item(k),
-                UpdateExpression="SET sweeps = :n, swept_row = :row",
-                ConditionExpression="lease = :lease AND #r = :row AND #s = :running",
-                ExpressionAttributeNames={"#r": "row", "#s": "status"},
-                ExpressionAttributeValues=store.values(
-                    {":n": sweeps, ":row": progress.row, ":lease": progress.lease, ":running": "running"}
-                ),
-            )
-        except ClientError as exc:
-            if store.error_code(exc) == "ConditionalCheckFailedException":
-                continue  # it moved on meanwhile
-            raise
-        if sweeps > MAX_SWEEPS:
-            _give_up(upload, sweeps - 1)
-        else:
-            logger.warning("resuming a bulk file whose invocation died", extra={"file": upload.key})
-            follow_ups.append({"continuation": upload.reference})
+        if progress.slices:  # split: its slices are swept one by one
+            follow_ups += _sweep_slices(upload, now)
+            continue
+        follow_ups += _sweep_one(upload, current, progress)
     return follow_ups
 
 
-def _give_up(upload: Upload, attempts: int) -> None:
-    """Fail a file the sweeper could not get past one row: result file, event, done."""
+def _sweep_slices(upload: Upload, now: int) -> list[dict]:
+    slices = _slice_items(upload)
+    if all(i["status"] != "running" for i in slices):
+        return [{"continuation": upload.reference}]  # the invocation finishing the file died
+    out = []
+    by_number = {_number(i): i for i in slices}
+    for n in _due(slices, now):
+        item = by_number[n]
+        if int(item.get("lease", 0)) == NOT_STARTED:
+            out.append({"continuation": upload.sliced(n).reference})  # its start was lost
+        else:
+            out += _sweep_one(upload.sliced(n), item, Progress.from_item(item))
+    return out
+
+
+def _sweep_one(upload: Upload, current: dict, progress: Progress) -> list[dict]:
+    """A continuation for a file (or slice) whose invocation died, or give it up after
+    MAX_SWEEPS resumptions that did not get past the same row."""
+    same_row = int(current.get("swept_row", -1)) == progress.row
+    sweeps = int(current.get("sweeps", 0)) + 1 if same_row else 1
+    try:
+        aws.dynamodb().update_item(
+            TableName=settings().main_table,
+            Key=store.to_item(upload.progress_key),
+            UpdateExpression="SET sweeps = :n, swept_row = :row",
+            ConditionExpression="lease = :lease AND #r = :row AND #s = :running",
+            ExpressionAttributeNames={"#r": "row", "#s": "status"},
+            ExpressionAttributeValues=store.values(
+                {":n": sweeps, ":row": progress.row, ":lease": progress.lease, ":running": "running"}
+            ),
+        )
+    except ClientError as exc:
+        if store.error_code(exc) == "ConditionalCheckFailedException":
+            return []  # it moved on meanwhile
+        raise
+    if sweeps > MAX_SWEEPS:
+        return _give_up(upload, sweeps - 1)
+    logger.warning(
+        "resuming a bulk file whose invocation died", extra={"file": upload.key, "slice": upload.slice}
+    )
+    return [{"continuation": upload.reference}]
+
+
+def _give_up(upload: Upload, attempts: int) -> list[dict]:
+    """Fail a file (or slice) the sweeper could not get past one row: result file, event, done."""
     account = _account(upload.account_id)
     progress = _claim(upload, None)
     if progress is None:
-        return
+        return []
     livemode = upload.livemode
     if livemode is None:
         livemode = bool(account.get("livemode", False)) if account else False
@@ -418,7 +673,7 @@ def _give_up(upload: Upload, attempts: int) -> None:
         f"The file could not be processed past row {progress.row} after {attempts} resumptions; "
         "rows up to there are counted."
     )
-    _finish(upload, progress, reason, livemode)
+    return _end(upload, progress, reason, livemode)
 
 
 def handle(event: dict, remaining_ms: Callable[[], int], function_arn: str | None = None) -> dict:
@@ -430,6 +685,8 @@ def handle(event: dict, remaining_ms: Callable[[], int], function_arn: str | Non
     elif "continuation" in event:
         c = event["continuation"]
         upload = parse_upload(c["bucket"], c["key"], c["etag"])
+        if upload and c.get("slice") is not None:
+            upload = upload.sliced(int(c["slice"]))
         uploads = [(upload, c.get("lease"))] if upload else []
     else:
         uploads = []
@@ -440,9 +697,7 @@ def handle(event: dict, remaining_ms: Callable[[], int], function_arn: str | Non
             if upload:
                 uploads.append((upload, None))
     for upload, handed_over in uploads:
-        follow_up = process(upload, remaining_ms, handed_over)
-        if follow_up:
-            continuations.append(follow_up)
+        continuations += process(upload, remaining_ms, handed_over)
     if continuations and os.environ.get("METERING_LOCAL") != "1":
         for follow_up in continuations:  # in AWS: carry on in a fresh invocation
             aws.lambda_().invoke(

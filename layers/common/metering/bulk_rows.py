@@ -40,13 +40,14 @@ def file_format(key: str) -> tuple[str, bool]:
     raise FileProblem(f"Unsupported file extension for {key}: use .csv, .json or .jsonl, optionally .gz.")
 
 
-def rows(stream: IO[bytes], fmt: str) -> Iterator[tuple[int, object]]:
+def rows(stream: IO[bytes], fmt: str, whole: bool = True) -> Iterator[tuple[int, object]]:
+    """Rows of a file, or (`whole` False) of a slice of one, which may hold blank lines only."""
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="" if fmt == ".csv" else None)
     try:
         if fmt == ".csv":
             yield from csv_rows(text)
         elif fmt == ".jsonl":
-            yield from jsonl_rows(text)
+            yield from jsonl_rows(text, whole)
         else:
             yield from json_array_rows(text)
     except UnicodeDecodeError as exc:
@@ -111,7 +112,7 @@ def csv_rows(text: IO[str]) -> Iterator[tuple[int, object]]:
         yield number, fields
 
 
-def jsonl_rows(text: IO[str]) -> Iterator[tuple[int, object]]:
+def jsonl_rows(text: IO[str], whole: bool = True) -> Iterator[tuple[int, object]]:
     seen, number = False, 0
     while line := text.readline(MAX_ROW_CHARS + 1):
         number += 1
@@ -133,7 +134,7 @@ def jsonl_rows(text: IO[str]) -> Iterator[tuple[int, object]]:
             yield number, TOO_DEEP
             continue
         yield number, TOO_DEEP if depth(row) > MAX_DEPTH else row
-    if not seen:
+    if not seen and whole:
         raise FileProblem("The file is empty.")
 
 
@@ -195,3 +196,64 @@ def json_array_rows(text: IO[str]) -> Iterator[tuple[int, object]]:
         pos = end
         expect_value = False
         yield number, TOO_DEEP if depth(value) > MAX_DEPTH else value
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+def slice_plan(stream: IO[bytes], fmt: str, target: int) -> list[tuple[int, int, int, int]]:
+    """Cut a plain .csv or .jsonl file into byte ranges of about `target` bytes, each ending
+    after a line end: (start, end, rows before it, end of the CSV header line). One pass over
+    the bytes, counting line ends (C speed), memory flat.
+
+    Rows are lines only when no line end can be inside a row and every line end is one: a
+    CSV with a `"` (a quoted cell may hold a line end) or a file with a lone carriage return
+    gives [] (read whole, not split)."""
+    spans: list[tuple[int, int, int]] = []  # (cut, line ends before the cut)
+    header_end, header_ends = (0, 0) if fmt == ".jsonl" else (None, 0)
+    offset, ends, next_cut, carry, head = 0, 0, target, b"", b""
+    while True:
+        chunk = stream.read(CHUNK * 16)
+        data = carry + chunk
+        if chunk and data.endswith(b"\r"):
+            data, carry = data[:-1], b"\r"  # decided with the next byte
+        else:
+            carry = b""
+        if not data:
+            break
+        if (fmt == ".csv" and b'"' in data) or data.count(b"\r") != data.count(b"\r\n"):
+            return []
+        if header_end is None:
+            head += data
+            header_end, header_ends = _csv_header_end(head)
+            if header_end is None and len(head) > MAX_ROW_CHARS:
+                return []
+        start = 0
+        while header_end is not None:
+            i = data.find(b"\n", max(start, next_cut - 1 - offset, header_end - offset))
+            if i < 0:
+                break
+            cut = offset + i + 1
+            spans.append((cut, ends + data.count(b"\n", 0, i + 1)))
+            next_cut, start = cut + target, i + 1
+        ends += data.count(b"\n")
+        offset += len(data)
+    if header_end is None:
+        return []
+    cuts = [(0, header_ends)] + [s for s in spans if s[0] < offset]
+    return [
+        (cut, cuts[k + 1][0] if k + 1 < len(cuts) else offset, before - header_ends, header_end)
+        for k, (cut, before) in enumerate(cuts)
+    ]
+
+
+def _csv_header_end(head: bytes) -> tuple[int | None, int]:
+    """(offset after the header line, line ends up to it) of the file's start, as `csv_rows`
+    finds the header (the first line with a non-blank cell); (None, 0) while not read yet."""
+    position = 0
+    for ends, line in enumerate(head.split(b"\n")[:-1], start=1):
+        text = line.removeprefix(BOM) if position == 0 else line
+        position += len(line) + 1
+        if any(cell.strip() for cell in text.decode("utf-8", "replace").rstrip("\r").split(",")):
+            return position, ends
+    return None, 0
