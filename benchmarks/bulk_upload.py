@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks.common import DAY, Figure, moto_account
+from benchmarks.common import BENCH_ENV, DAY, Figure, moto_account
 
 ROWS = 5000
 HTTP_ROWS = 200_000
@@ -132,18 +132,7 @@ def _warm(_) -> int:
 def _over_http(rows: int, latency: float = LATENCY, invokers: int = INVOKERS) -> dict:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    env = dict(
-        os.environ,
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        POWERTOOLS_TRACE_DISABLED="true",
-        POWERTOOLS_METRICS_DISABLED="true",
-        POWERTOOLS_LOG_LEVEL="ERROR",
-        POWERTOOLS_METRICS_NAMESPACE="Bench",
-        METERING_LOCAL="1",
-        AWS_ENDPOINT_URL=url,
-    )
+    env = {**os.environ, **BENCH_ENV, "AWS_ENDPOINT_URL": url}
     code = f"from benchmarks.bulk_upload import serve; serve({port}, {latency}, 'EventsTable')"
     server = subprocess.Popen([sys.executable, "-c", code], env=env)
     saved = dict(os.environ)

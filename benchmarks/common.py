@@ -39,19 +39,23 @@ def median(values) -> float:
     return statistics.median(values)
 
 
+# The handlers' environment in every bench (moto credentials, quiet Powertools).
+BENCH_ENV = dict(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+    POWERTOOLS_TRACE_DISABLED="true",
+    POWERTOOLS_METRICS_DISABLED="true",
+    POWERTOOLS_LOG_LEVEL="ERROR",
+    POWERTOOLS_METRICS_NAMESPACE="Bench",
+    METERING_LOCAL="1",
+)
+
+
 @contextlib.contextmanager
 def moto_account():
     """In-process moto with the template's tables, bucket and bus; env set as for the handlers."""
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        POWERTOOLS_TRACE_DISABLED="true",
-        POWERTOOLS_METRICS_DISABLED="true",
-        POWERTOOLS_LOG_LEVEL="ERROR",
-        POWERTOOLS_METRICS_NAMESPACE="Bench",
-        METERING_LOCAL="1",
-    )
+    os.environ.update(BENCH_ENV)
     os.environ.pop("AWS_ENDPOINT_URL", None)
     from moto import mock_aws
 
