@@ -12,7 +12,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from metering import event_store, ingest, meters, summaries
+from metering import event_store, ingest, meters, store, summaries
 from metering.accounts import Principal
 from metering.config import settings
 from metering.meter_events import Rejected, check
@@ -99,7 +99,8 @@ def test_inserted_items_produce_stream_records_and_count(aws, meter):
     ]
     assert ingest.stream(A, {"events": events}) == {}
     stream_pump(aws).settle()
-    params = {"customer": "c", "start_time": str(NOW - NOW % 60 - DAY), "end_time": str(NOW - NOW % 60 + 60)}
+    now = int(time.time())  # not the module's NOW: the events were stamped just now
+    params = {"customer": "c", "start_time": str(now - now % 60 - DAY), "end_time": str(now - now % 60 + 60)}
     (summary,) = summaries.list_summaries(A, meter["id"], params)["data"]
     assert Decimal(str(summary["aggregated_value"])) == 120
 
@@ -249,3 +250,37 @@ def test_the_hot_client_sends_the_body_botocore_would_send(aws):
     slow = client._serializer._real.serialize_to_request(params, model)
     assert json.loads(fast["body"]) == json.loads(slow["body"])
     assert {k: v for k, v in fast.items() if k != "body"} == {k: v for k, v in slow.items() if k != "body"}
+
+
+def test_the_hot_path_item_is_the_item_of_a_single_write(aws, meter):
+    """`_raw_item` builds, attribute for attribute and in order, what `record`'s put stores."""
+    from dataclasses import replace
+
+    base = accepted("same", "2.50")
+    variants = [
+        base,
+        replace(base, value=None, payload={"stripe_customer_id": "c"}),
+        replace(base, meter={**base.meter, "alerts": 3}),
+        replace(base, identifier="it's", livemode=True),
+    ]
+    for event in variants:
+        for source in ("file#7", None):
+            attrs = event_store._attributes(event, "00000000000000000042", 1234, source, None)
+            key = event_store.event_key(event.scope, event.identifier)
+            expected = store.to_item({**key, **attrs, "t": "raw"})
+            built = event_store._raw_item(event, "00000000000000000042", 1234, source)
+            assert built == expected
+            assert list(built) == list(expected)
+
+
+def test_the_insert_answer_is_read_as_botocore_reads_it(aws, meter):
+    """The hot client takes a BatchExecuteStatement answer as JSON: the same as botocore's parse."""
+    table = settings().events_table
+    item = {"pk": {"S": "Y#1"}, "sk": {"S": "EV"}, "v": {"S": "a"}}
+    statements = [event_store.insert_statement(table, item), event_store.insert_statement(table, {**item})]
+    boto3.client("dynamodb").batch_execute_statement(Statements=statements[:1])
+    fast = event_store._writer().batch_execute_statement(Statements=statements[1:])
+    plain = boto3.client("dynamodb").batch_execute_statement(Statements=statements[1:])
+    assert fast["Responses"] == plain["Responses"]
+    assert fast["Responses"][0]["Error"]["Code"] == "DuplicateItem"
+    assert fast["ResponseMetadata"]["HTTPStatusCode"] == 200
