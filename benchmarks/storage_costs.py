@@ -140,9 +140,11 @@ def summary_reads(who, base) -> list:
     sequence = 0
     for count in (10, 10_000, 100_000):
         meter = _meter(who, f"volume{count}")
-        for first in range(0, count, 100):
+        # 10 days of the month, spread over each day; delivered in time order, 1,000 a batch
+        times = sorted((today - 30 * DAY + (i % 10) * 3 * DAY + (i * 7919) % DAY, i) for i in range(count))
+        for first in range(0, count, 1000):
             records = []
-            for i in range(first, min(count, first + 100)):
+            for ts, i in times[first : first + 1000]:
                 sequence += 1
                 image = {
                     "t": "raw",
@@ -150,10 +152,11 @@ def summary_reads(who, base) -> list:
                     "scope": who.scope,
                     "mid": meter["id"],
                     "cust": "cus_busy",
-                    "ts": today - 30 * DAY + (i % 10) * 3 * DAY + (i * 7919) % DAY,
+                    "ts": ts,
                     "seq": f"{sequence:020d}",
                     "ident": f"v{count}-{i}",
                     "v": "1",
+                    "f": "sum",
                 }
                 records.append(
                     {
@@ -161,7 +164,7 @@ def summary_reads(who, base) -> list:
                         "dynamodb": {"SequenceNumber": str(sequence), "NewImage": to_item(image)},
                     }
                 )
-            aggregate.handle_batch(records, "summary-bench")
+            assert aggregate.handle_batch(records, "summary-bench") == {"batchItemFailures": []}
         for window in ("day", None):
             params = {
                 "customer": "cus_busy",
