@@ -261,7 +261,8 @@ def _dollars(meter: Meter, fns: Functions, events: int, api_requests: int) -> di
         "Lambda GB-s": fns.gb_seconds * PRICE["gb_second"] * per,
         "API Gateway (REST)": api_requests * PRICE["rest_api"] * per,
         "S3 and EventBridge": (
-            (s3 - s3_puts) * PRICE["s3_get"] + s3_puts * PRICE["s3_put"]
+            (s3 - s3_puts) * PRICE["s3_get"]
+            + s3_puts * PRICE["s3_put"]
             + meter.eventbridge_entries * PRICE["eventbridge"]
         )
         * per,
