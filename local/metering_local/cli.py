@@ -72,7 +72,7 @@ def serve(args) -> int:
     triggers = start_triggers(template, runtime, env.names, stop)
     triggers += schedule_trigger.start(template, runtime, stop, args.schedule_interval)
     triggers += sqs_trigger.start(template, runtime, env.names, stop)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True)  # quick to stop
     thread.start()
     api_url = f"http://{args.host}:{server.server_address[1]}"
     print(f"API:          {api_url}", flush=True)

@@ -6,14 +6,17 @@ routes and denied callers get the template's gateway responses.
 """
 
 import base64
+import functools
 import json
+import re
 import secrets
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
+from metering_local.http11 import Server
 from metering_local.lambda_runtime import Runtime
 from metering_local.template import Route, Template
 
@@ -90,12 +93,41 @@ def proxy_event(route: Route, method: str, raw_path: str, headers: dict, body: b
     }
 
 
+@functools.lru_cache(maxsize=1024)
+def _arn_pattern(resource: str) -> re.Pattern:
+    """An IAM resource pattern: `*` any characters, `?` one."""
+    parts = re.split(r"([*?])", resource)
+    return re.compile("".join({"*": ".*", "?": "."}.get(p) or re.escape(p) for p in parts) + r"\Z")
+
+
+def policy_allows(result: dict, method_arn: str) -> bool:
+    """Whether the authorizer's policy allows invoking `method_arn`: no Deny statement matches
+    it and an Allow statement does (IAM evaluation, as API Gateway applies it)."""
+    statements = result["policyDocument"]["Statement"]
+    if isinstance(statements, dict):
+        statements = [statements]
+    allowed = False
+    for statement in statements:
+        resources = statement.get("Resource", [])
+        if isinstance(resources, str):
+            resources = [resources]
+        if any(_arn_pattern(resource).match(method_arn) for resource in resources):
+            if statement.get("Effect") == "Deny":
+                return False
+            allowed = allowed or statement.get("Effect") == "Allow"
+    return allowed
+
+
 class Gateway:
     def __init__(self, template: Template, runtime: Runtime):
         self.template = template
         self.runtime = runtime
         self.routes = [(route, route.pattern()) for route in template.routes()]
         self.authorizer = template.authorizer_function()
+        self.identity, self.auth_ttl = template.authorizer_identity() if self.authorizer else ([], 0)
+        self.identity = self.identity or ["Authorization"]
+        self._auth_cache: dict[tuple, tuple[float, dict]] = {}  # identity values -> (expiry, result)
+        self._auth_lock = threading.Lock()
         self.openapi = None
 
     def match(self, method: str, path: str):
@@ -109,27 +141,64 @@ class Gateway:
         return None, allowed
 
     def authorize(self, route: Route, event: dict) -> dict | None:
-        """The authorizer's context, or None when the caller is denied."""
+        """The authorizer's context, or None when the caller is denied.
+
+        As API Gateway: a request without its identity sources (the Authorization header)
+        is denied without calling the authorizer, and with `ReauthorizeEvery` > 0 the
+        authorizer's answer is cached per identity (the header's value) for that many
+        seconds; a cached policy is evaluated against each request's method ARN. A failed
+        authorizer (Unauthorized) is not cached.
+        """
         if not route.authorized or not self.authorizer:
             return {}
-        if not any(k.lower() == "authorization" and v for k, v in event["headers"].items()):
+        headers = {k.lower(): v for k, v in event["headers"].items()}
+        identity = tuple(headers.get(name.lower()) for name in self.identity)
+        if not all(identity):
             return None
-        request = {
-            **{k: event[k] for k in ("resource", "path", "httpMethod", "headers", "multiValueHeaders")},
-            "type": "REQUEST",
-            "methodArn": f"{ARN_BASE}/{STAGE}/{route.method}{event['path']}",
-            "queryStringParameters": event["queryStringParameters"],
-            "pathParameters": event["pathParameters"],
-            "requestContext": event["requestContext"],
-        }
-        try:
-            result = self.runtime.invoke(self.authorizer, request)
-        except Exception:
-            return None
-        statement = result["policyDocument"]["Statement"][0]
-        if statement["Effect"] != "Allow":
+        method_arn = f"{ARN_BASE}/{STAGE}/{route.method}{event['path']}"
+        result = self._cached(identity)
+        if result is None:
+            request = {
+                **{k: event[k] for k in ("resource", "path", "httpMethod", "headers", "multiValueHeaders")},
+                "type": "REQUEST",
+                "methodArn": method_arn,
+                "queryStringParameters": event["queryStringParameters"],
+                "pathParameters": event["pathParameters"],
+                "requestContext": event["requestContext"],
+            }
+            try:
+                result = self.runtime.invoke(self.authorizer, request)
+                allowed = policy_allows(result, method_arn)
+            except Exception:
+                return None  # a failed authorizer or a malformed policy: denied, not cached
+            self._remember(identity, result)
+        else:
+            allowed = policy_allows(result, method_arn)
+        if not allowed:
             return None
         return {**result.get("context", {}), "principalId": result["principalId"]}
+
+    def _cached(self, identity: tuple) -> dict | None:
+        if self.auth_ttl <= 0:
+            return None
+        with self._auth_lock:
+            hit = self._auth_cache.get(identity)
+            if hit is None:
+                return None
+            if hit[0] <= time.monotonic():
+                del self._auth_cache[identity]
+                return None
+            return hit[1]
+
+    def _remember(self, identity: tuple, result: dict) -> None:
+        if self.auth_ttl <= 0:
+            return
+        now = time.monotonic()
+        with self._auth_lock:
+            if len(self._auth_cache) >= 10_000:  # drop expired answers before growing further
+                for key in [k for k, (expiry, _) in self._auth_cache.items() if expiry <= now]:
+                    del self._auth_cache[key]
+            self._auth_cache[identity] = (now + self.auth_ttl, result)
 
     def handle(self, method: str, raw_path: str, headers: dict, body: bytes) -> tuple[int, dict, bytes]:
         path = urlsplit(raw_path).path
@@ -153,51 +222,26 @@ class Gateway:
         return int(result.get("statusCode", 200)), out_headers, raw
 
 
-def make_server(gateway: Gateway, host: str, port: int, extra_get: dict | None = None) -> ThreadingHTTPServer:
+def make_server(gateway: Gateway, host: str, port: int, extra_get: dict | None = None) -> Server:
+    """The gateway on an HTTP/1.1 server (keep-alive; one thread per connection)."""
     extra_get = extra_get or {}
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def _serve(self):
-            length_header = (self.headers.get("Content-Length") or "0").strip()
-            if not length_header.isascii() or not length_header.isdigit():
-                self.close_connection = True  # the body's end is unknown: answer, then close
-                status, headers, data = _bad_request("Invalid Content-Length header.")
+    def serve(request) -> tuple[int, dict, bytes]:
+        if request.body is None:  # the body's end is unknown: answer, then close
+            status, headers, data = _bad_request("Invalid Content-Length header.")
+        else:
+            split = urlsplit(request.target)
+            if request.method == "GET" and split.path in extra_get:
+                status, headers, data = extra_get[split.path](dict(parse_qsl(split.query)))
             else:
-                length = int(length_header)
-                body = self.rfile.read(length) if length else b""
-                path = urlsplit(self.path).path
-                if self.command == "GET" and path in extra_get:
-                    query = dict(parse_qsl(urlsplit(self.path).query))
-                    status, headers, data = extra_get[path](query)
-                else:
-                    headers_in = {k: v for k, v in self.headers.items()}
-                    status, headers, data = gateway.handle(self.command, self.path, headers_in, body)
-            if not any(name.lower() == "request-id" for name in headers):
-                headers = {**headers, "Request-Id": request_id()}  # every answer carries one
-            self.send_response(status)
-            for name, value in headers.items():
-                if name.lower() not in ("content-length", "connection"):
-                    self.send_header(name, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+                status, headers, data = gateway.handle(
+                    request.method, request.target, request.header_dict(), request.body
+                )
+        if not any(name.lower() == "request-id" for name in headers):
+            headers = {**headers, "Request-Id": request_id()}  # every answer carries one
+        return status, headers, data
 
-        do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _serve
-
-        def log_message(self, format, *args):  # noqa: A002 - stdlib signature
-            pass
-
-    server = _Server((host, port), Handler)
-    server.daemon_threads = True
-    return server
-
-
-class _Server(ThreadingHTTPServer):
-    # The listen backlog: the default (5) resets connections when dozens of clients connect
-    # at once; each accepted connection gets its own thread.
-    request_queue_size = 256
+    return Server((host, port), serve, server_name="metering-local")
 
 
 def openapi_document(runtime: Runtime) -> dict:

@@ -1,8 +1,13 @@
 """Run the template's functions the way Lambda would: one request per process at a time.
 
-Each function gets a small pool of instances. An instance is a worker process (started
-with "spawn", never fork: the runner has threads) that imports the handler module once,
-like one warm Lambda container, then serves one event at a time received over a pipe.
+Each function gets a small pool of instances. An instance is a worker process that
+imports the handler module once, like one warm Lambda container, then serves one event
+at a time received over a pipe. Workers are forked by multiprocessing's fork server (a
+single-threaded process, never the runner itself: the runner has threads), which has
+imported the third-party libraries every function uses (boto3, Powertools, pydantic, the
+X-Ray SDK) once: a worker then imports only its own code (the handler and the layer),
+which makes a cold start ~4x cheaper than a fresh interpreter. Nothing a handler runs
+happens in the fork server, so instances still share no state.
 Concurrent requests therefore run in separate processes, so nothing a handler or a
 library keeps in process-wide state (Powertools' current event, module globals, caches)
 is ever shared between two requests in flight.
@@ -32,7 +37,28 @@ from pathlib import Path
 
 from metering_local.template import Function
 
-_SPAWN = multiprocessing.get_context("spawn")
+# Libraries imported once by the fork server, before any worker is forked (module names;
+# one that is not installed is skipped). Only third-party code that every function
+# imports anyway: the handler and the layer (`metering`, `billing`) are imported by each
+# worker itself, after it has received its environment.
+PRELOAD = [
+    "boto3",
+    "boto3.dynamodb.types",
+    "botocore.session",
+    "botocore.client",
+    "aws_lambda_powertools.logging",
+    "aws_lambda_powertools.metrics",
+    "aws_lambda_powertools.tracing",
+    "aws_lambda_powertools.event_handler",
+    "aws_lambda_powertools.utilities.typing",
+    "aws_xray_sdk.core",
+    "pydantic",
+]
+if "forkserver" in multiprocessing.get_all_start_methods():
+    _SPAWN = multiprocessing.get_context("forkserver")
+    _SPAWN.set_forkserver_preload(PRELOAD)
+else:  # no fork (Windows): a fresh interpreter per instance
+    _SPAWN = multiprocessing.get_context("spawn")
 _START_LOCK = threading.Lock()  # Process.start() touches multiprocessing's global child list
 
 
@@ -105,12 +131,35 @@ def _error_reply(exc: BaseException) -> tuple:
     return ("error", type(exc).__qualname__, str(exc), text, blob)
 
 
-def _watch_parent(parent_pid: int) -> None:
-    """Exit if the runner dies while this worker is busy (an idle worker sees the pipe close)."""
+def _watch_parent(runner_pid: int) -> None:
+    """Exit if the runner dies while this worker is busy (an idle worker sees the pipe close).
+
+    Our parent is the fork server, which exits when the runner does (we are then adopted);
+    the runner's pid is checked as well."""
+    parent = os.getppid()
     while True:
         time.sleep(1.0)
-        if os.getppid() != parent_pid:
+        if os.getppid() != parent or not _alive(runner_pid):
             os._exit(1)
+
+
+def _name_process(name: str) -> None:
+    """Show the function's name in ps and top (Linux: the thread name, at most 15 bytes)."""
+    try:
+        with open("/proc/self/comm", "w") as comm:
+            comm.write(name.removesuffix("Function")[:15])
+    except OSError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def _exit_now() -> None:
@@ -123,11 +172,12 @@ def _exit_now() -> None:
     os._exit(0)
 
 
-def _worker_main(fn: Function, instance: int, conn, environ: dict, parent_pid: int) -> None:
+def _worker_main(fn: Function, instance: int, conn, environ: dict, runner_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the runner, which stops us
+    _name_process(fn.logical_id)
     os.environ.clear()
     os.environ.update(environ)
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="watch-parent").start()
+    threading.Thread(target=_watch_parent, args=(runner_pid,), daemon=True, name="watch-parent").start()
     try:
         handler = load_handler(fn, instance)
     except BaseException as exc:  # an init error fails the invocation that started us
@@ -260,9 +310,10 @@ class FunctionPool:
 
     One instance starts at a time: an invocation that finds every instance busy while
     another one is starting waits for whichever becomes free first. A cold start costs
-    ~0.5 s of CPU and an event a few milliseconds, so on a small machine a burst of
-    concurrent requests is served sooner this way than by starting one process per request
-    at once; the pool still grows, one instance at a time, while the demand lasts.
+    ~0.1 s of CPU (a fork of the fork server) and an event a few milliseconds, so on a
+    small machine a burst of concurrent requests is served sooner this way than by
+    starting one process per request at once; the pool still grows, one instance at a
+    time, while the demand lasts.
     """
 
     def __init__(self, fn: Function, size: int = 8):

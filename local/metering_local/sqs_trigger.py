@@ -8,6 +8,10 @@ back once their visibility timeout (the queue's `VisibilityTimeout` in the templ
 default 30 s) is over; when the function raises, the whole batch comes back the same way.
 Message delays (`DelaySeconds`) are the endpoint's. Redrive policies (dead-letter queues)
 are not emulated: a message that keeps failing keeps coming back.
+
+The runner's pollers long-poll (`WaitTimeSeconds`, as Lambda's pollers do): a message is
+received as soon as it is sent, and an idle queue costs one request a second instead of
+five.
 """
 
 import logging
@@ -17,6 +21,7 @@ import boto3
 
 log = logging.getLogger("metering_local.sqs")
 DEFAULT_VISIBILITY = 30
+LONG_POLL_SECONDS = 1  # short enough for the runner to stop promptly
 
 
 def lambda_record(message: dict, queue_arn: str, region: str = "us-east-1") -> dict:
@@ -46,11 +51,13 @@ class QueuePoller(threading.Thread):
         visibility: int = DEFAULT_VISIBILITY,
         report_failures: bool = False,
         interval: float = 0.2,
+        wait: int = 0,
     ):
         super().__init__(daemon=True, name=f"sqs-{queue_url.rsplit('/', 1)[-1]}")
         self.queue_url, self.invoke, self.stop = queue_url, invoke, stop
         self.batch_size = max(1, min(10, batch_size))
         self.visibility, self.report_failures, self.interval = visibility, report_failures, interval
+        self.wait = wait  # WaitTimeSeconds of each receive (0: answer at once)
         self.sqs = boto3.client("sqs")
         self.queue_arn = self.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
             "Attributes"
@@ -62,7 +69,8 @@ class QueuePoller(threading.Thread):
                 received = self.poll()
             except Exception:
                 log.exception("queue poll failed")
-                received = 0
+                self.stop.wait(max(self.interval, 0.5))
+                continue
             if not received:
                 self.stop.wait(self.interval)
 
@@ -74,7 +82,7 @@ class QueuePoller(threading.Thread):
             VisibilityTimeout=self.visibility,
             AttributeNames=["All"],
             MessageAttributeNames=["All"],
-            WaitTimeSeconds=0,
+            WaitTimeSeconds=self.wait,
         )
         messages = out.get("Messages", [])
         if not messages:
@@ -127,6 +135,8 @@ def start(template, runtime, names, stop: threading.Event) -> list[threading.Thr
             batch_size=int(props.get("BatchSize", 10)),
             visibility=int(queue_props.get("VisibilityTimeout", DEFAULT_VISIBILITY)),
             report_failures="ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
+            interval=0,  # the long poll is the wait
+            wait=LONG_POLL_SECONDS,
         )
         poller.start()
         threads.append(poller)

@@ -110,6 +110,14 @@ class Template:
         arn = auth["Authorizers"][default]["FunctionArn"]
         return arn["Fn::GetAtt"][0]
 
+    def authorizer_identity(self) -> tuple[list[str], int]:
+        """The default authorizer's identity headers and result TTL in seconds (`ReauthorizeEvery`;
+        SAM's default is 300 when the template does not say, 0 turns the cache off)."""
+        auth = self.api().get("Auth", {})
+        default = auth.get("DefaultAuthorizer")
+        identity = auth.get("Authorizers", {}).get(default, {}).get("Identity", {}) if default else {}
+        return list(identity.get("Headers", [])), int(identity.get("ReauthorizeEvery", 300))
+
     def routes(self) -> list[Route]:
         routes = []
         for fn in self.functions().values():
