@@ -1,17 +1,23 @@
-"""Billing's environment configuration, validated once at cold start."""
+"""Billing's environment configuration, read once at cold start.
 
+A plain frozen dataclass, not a pydantic model (see metering.config): both fields are read
+as the strings the environment holds.
+"""
+
+import os
+from dataclasses import dataclass
 from functools import cache
 
-from pydantic import BaseModel, Field
 
-
-class BillingSettings(BaseModel):
-    billing_table: str = Field(alias="BILLING_TABLE", default="metering-billing")
-    cycles_function: str | None = Field(alias="BILLING_CYCLES_FUNCTION", default=None)
+@dataclass(frozen=True, slots=True)
+class BillingSettings:
+    billing_table: str = "metering-billing"
+    cycles_function: str | None = None
 
 
 @cache
 def billing_settings() -> BillingSettings:
-    import os
-
-    return BillingSettings.model_validate(dict(os.environ))
+    return BillingSettings(
+        billing_table=os.environ.get("BILLING_TABLE", "metering-billing"),
+        cycles_function=os.environ.get("BILLING_CYCLES_FUNCTION"),
+    )

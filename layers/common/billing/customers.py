@@ -8,64 +8,91 @@ stays on it. Deleting one cancels its live subscriptions first, then leaves a to
 
 import hashlib
 import time
-from typing import Annotated, Any
-
-from pydantic import Field
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any
 
 from billing import events, storage, test_clocks
-from billing.params import (
-    Expand,
-    ListParams,
-    ObjectId,
-    Strict,
-    check_cursors,
-    created_filter,
-    in_range,
-    merged_metadata,
-    new_metadata,
-)
+from billing.params import check_cursors, created_filter, in_range, merged_metadata, new_metadata
 from metering import customer_clocks, store, wire
 from metering.accounts import Principal
 from metering.config import settings
 from metering.errors import invalid, not_found
 from metering.ids import new_id
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
 PREFIX = "CUS#"
 MAX_LIVE_SUBSCRIPTIONS = 500
 MAX_CLOCKED_SUBSCRIPTIONS = 3
 
-Email = Annotated[str, Field(max_length=512)]
-Name = Annotated[str, Field(max_length=256)]
-Description = Annotated[str, Field(max_length=350)]
-Phone = Annotated[str, Field(max_length=20)]
-Prefix = Annotated[str, Field(pattern=r"^[A-Z0-9]{1,12}$")]
+
+@cache
+def _models() -> dict[str, Any]:
+    """The request models, defined on first use: pydantic is imported only by a function that
+    validates a request (BillingCycles imports this module and never does)."""
+    from pydantic import Field
+
+    from billing.params import Expand, ListParams, ObjectId, Strict
+
+    Email = Annotated[str, Field(max_length=512)]
+    Name = Annotated[str, Field(max_length=256)]
+    Description = Annotated[str, Field(max_length=350)]
+    Phone = Annotated[str, Field(max_length=20)]
+    Prefix = Annotated[str, Field(pattern=r"^[A-Z0-9]{1,12}$")]
+
+    class CustomerCreate(Strict):
+        email: Email | None = None
+        name: Name | None = None
+        description: Description | None = None
+        phone: Phone | None = None
+        invoice_prefix: Prefix | None = None
+        metadata: Any = None
+        test_clock: ObjectId | None = None
+        expand: Expand = None
+
+    class CustomerUpdate(Strict):
+        email: Email | None = None
+        name: Name | None = None
+        description: Description | None = None
+        phone: Phone | None = None
+        invoice_prefix: Prefix | None = None
+        metadata: Any = None
+        expand: Expand = None
+
+    class CustomerList(ListParams):
+        email: Email | None = None
+        created: Any = None
+        test_clock: ObjectId | None = None
+
+    return {
+        "CustomerCreate": CustomerCreate,
+        "CustomerUpdate": CustomerUpdate,
+        "CustomerList": CustomerList,
+        "Email": Email,
+        "Name": Name,
+        "Description": Description,
+        "Phone": Phone,
+        "Prefix": Prefix,
+    }
 
 
-class CustomerCreate(Strict):
-    email: Email | None = None
-    name: Name | None = None
-    description: Description | None = None
-    phone: Phone | None = None
-    invoice_prefix: Prefix | None = None
-    metadata: Any = None
-    test_clock: ObjectId | None = None
-    expand: Expand = None
+def __getattr__(name: str) -> Any:
+    if name in _MODEL_NAMES:
+        return _models()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class CustomerUpdate(Strict):
-    email: Email | None = None
-    name: Name | None = None
-    description: Description | None = None
-    phone: Phone | None = None
-    invoice_prefix: Prefix | None = None
-    metadata: Any = None
-    expand: Expand = None
-
-
-class CustomerList(ListParams):
-    email: Email | None = None
-    created: Any = None
-    test_clock: ObjectId | None = None
+_MODEL_NAMES = (
+    "CustomerCreate",
+    "CustomerUpdate",
+    "CustomerList",
+    "Email",
+    "Name",
+    "Description",
+    "Phone",
+    "Prefix",
+)
 
 
 def sk(customer_id: str) -> str:
@@ -119,7 +146,7 @@ def load(who: Principal, customer_id: str, param: str = "id", allow_deleted: boo
 
 
 def create(who: Principal, params: dict) -> dict:
-    spec: CustomerCreate = wire.validate(CustomerCreate, params)
+    spec = wire.validate(_models()["CustomerCreate"], params)
     customer_id = new_id("cus")
     for _ in range(5):
         item, operations = _new_customer(who, spec, customer_id)
@@ -135,7 +162,7 @@ def create(who: Principal, params: dict) -> dict:
     raise storage.busy("test clock")
 
 
-def _new_customer(who: Principal, spec: CustomerCreate, customer_id: str) -> tuple[dict, list[dict]]:
+def _new_customer(who: Principal, spec: "BaseModel", customer_id: str) -> tuple[dict, list[dict]]:
     item = {
         "pk": storage.scope_pk(who.scope),
         "sk": sk(customer_id),
@@ -178,7 +205,7 @@ def retrieve(who: Principal, customer_id: str, params: dict) -> dict:
 
 
 def update(who: Principal, customer_id: str, params: dict) -> dict:
-    spec: CustomerUpdate = wire.validate(CustomerUpdate, params)
+    spec = wire.validate(_models()["CustomerUpdate"], params)
     for _ in range(5):
         item = load(who, customer_id)
         before = to_object(item)
@@ -236,7 +263,7 @@ def delete(who: Principal, customer_id: str, params: dict) -> dict:
 
 
 def list_customers(who: Principal, params: dict) -> dict:
-    spec: CustomerList = wire.validate(CustomerList, params)
+    spec = wire.validate(_models()["CustomerList"], params)
     check_cursors(spec)
     span = created_filter(spec.created)
 

@@ -8,12 +8,11 @@ enqueued for the webhook endpoints that take its type, best effort. `GET /v1/eve
 lists them newest first for 30 days, with their current `pending_webhooks`.
 """
 
+from functools import cache
 from typing import Annotated, Any
 
-from pydantic import Field
-
 from billing import storage
-from billing.params import ListParams, check_cursors, created_filter, in_range
+from billing.params import check_cursors, created_filter, in_range
 from metering import snapshot_events, wire
 from metering.accounts import Principal
 from metering.errors import invalid, not_found
@@ -45,10 +44,29 @@ def save_update(who: Principal, item: dict, version: int, type_: str, before: di
     return True
 
 
-class EventList(ListParams):
-    type: Annotated[str, Field(max_length=200)] | None = None
-    types: list[Annotated[str, Field(max_length=200)]] | None = None
-    created: Any = None
+@cache
+def _models() -> dict[str, Any]:
+    """The request models, defined on first use: pydantic is imported only by a function that
+    validates a request."""
+    from pydantic import Field
+
+    from billing.params import ListParams
+
+    class EventList(ListParams):
+        type: Annotated[str, Field(max_length=200)] | None = None
+        types: list[Annotated[str, Field(max_length=200)]] | None = None
+        created: Any = None
+
+    return {"EventList": EventList}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODEL_NAMES:
+        return _models()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_MODEL_NAMES = ("EventList",)
 
 
 def _matches(pattern: str, type_: str) -> bool:
@@ -58,7 +76,7 @@ def _matches(pattern: str, type_: str) -> bool:
 
 
 def list_events(who: Principal, params: dict) -> dict:
-    spec: EventList = wire.validate(EventList, params)
+    spec = wire.validate(_models()["EventList"], params)
     check_cursors(spec)
     if spec.type and spec.types:
         raise invalid(

@@ -14,57 +14,75 @@ customer's, for the number), together with its events.
 """
 
 import hashlib
-from typing import Annotated, Any, Literal
-
-from pydantic import Field
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from billing import account_settings, customers, events, invoice_lines, storage, subscriptions, test_clocks
-from billing.params import (
-    Expand,
-    Flag,
-    ListParams,
-    ObjectId,
-    Strict,
-    check_cursors,
-    created_filter,
-    in_range,
-    merged_metadata,
-)
+from billing.params import check_cursors, created_filter, in_range, merged_metadata
 from metering import wire
 from metering.accounts import Principal
 from metering.errors import StripeError, invalid, missing, not_found
 from metering.ids import new_id
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 PREFIX = "IN#"
 EMBEDDED_LINES = 10
 MAX_SCHEDULE_SECONDS = 5 * 366 * 86400
 
 
-class PreviewParams(Strict):
-    customer: ObjectId | None = None
-    subscription: ObjectId | None = None
-    expand: Expand = None
+@cache
+def _models() -> dict[str, Any]:
+    """The request models, defined on first use: pydantic is imported only by a function that
+    validates a request (BillingCycles imports this module and never does)."""
+    from pydantic import Field
+
+    from billing.params import Expand, Flag, ListParams, ObjectId, Strict
+
+    class PreviewParams(Strict):
+        customer: ObjectId | None = None
+        subscription: ObjectId | None = None
+        expand: Expand = None
+
+    class InvoiceUpdate(Strict):
+        auto_advance: Flag | None = None
+        automatically_finalizes_at: int | None = None
+        description: Annotated[str, Field(max_length=1500)] | None = None
+        metadata: Any = None
+        expand: Expand = None
+
+    class FinalizeParams(Strict):
+        auto_advance: Flag | None = None
+        expand: Expand = None
+
+    class InvoiceList(ListParams):
+        customer: ObjectId | None = None
+        subscription: ObjectId | None = None
+        status: Literal["draft", "open", "paid", "uncollectible", "void"] | None = None
+        collection_method: Literal["charge_automatically", "send_invoice"] | None = None
+        created: Any = None
+
+    return {
+        "PreviewParams": PreviewParams,
+        "InvoiceUpdate": InvoiceUpdate,
+        "FinalizeParams": FinalizeParams,
+        "InvoiceList": InvoiceList,
+    }
 
 
-class InvoiceUpdate(Strict):
-    auto_advance: Flag | None = None
-    automatically_finalizes_at: int | None = None
-    description: Annotated[str, Field(max_length=1500)] | None = None
-    metadata: Any = None
-    expand: Expand = None
+def __getattr__(name: str) -> Any:
+    if name in _MODEL_NAMES:
+        return _models()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class FinalizeParams(Strict):
-    auto_advance: Flag | None = None
-    expand: Expand = None
-
-
-class InvoiceList(ListParams):
-    customer: ObjectId | None = None
-    subscription: ObjectId | None = None
-    status: Literal["draft", "open", "paid", "uncollectible", "void"] | None = None
-    collection_method: Literal["charge_automatically", "send_invoice"] | None = None
-    created: Any = None
+_MODEL_NAMES = (
+    "PreviewParams",
+    "InvoiceUpdate",
+    "FinalizeParams",
+    "InvoiceList",
+)
 
 
 def sk(invoice_id: str) -> str:
@@ -308,7 +326,7 @@ def retrieve(who: Principal, invoice_id: str, params: dict) -> dict:
 # --- preview ---------------------------------------------------------------------------
 
 
-def _previewed_subscription(who: Principal, spec: PreviewParams) -> dict:
+def _previewed_subscription(who: Principal, spec: "BaseModel") -> dict:
     if spec.subscription is not None:
         subscription = subscriptions.load(who, spec.subscription, "subscription")
         if spec.customer is not None and subscription["customer"] != spec.customer:
@@ -344,7 +362,7 @@ def _none_upcoming(customer_id: str) -> StripeError:
 
 def preview(who: Principal, params: dict) -> dict:
     """The upcoming invoice of a live subscription: its current period so far, not stored."""
-    spec: PreviewParams = wire.validate(PreviewParams, params)
+    spec = wire.validate(_models()["PreviewParams"], params)
     subscription = _previewed_subscription(who, spec)
     if subscription["status"] == "canceled":
         raise _none_upcoming(subscription["customer"])
@@ -382,7 +400,7 @@ def preview(who: Principal, params: dict) -> dict:
 
 
 def list_invoices(who: Principal, params: dict) -> dict:
-    spec: InvoiceList = wire.validate(InvoiceList, params)
+    spec = wire.validate(_models()["InvoiceList"], params)
     check_cursors(spec)
     span = created_filter(spec.created)
     customer = spec.customer
@@ -407,7 +425,9 @@ def list_invoices(who: Principal, params: dict) -> dict:
 
 
 def list_lines(who: Principal, invoice_id: str, params: dict) -> dict:
-    spec: ListParams = wire.validate(ListParams, params)
+    from billing.params import ListParams
+
+    spec = wire.validate(ListParams, params)
     check_cursors(spec)
     item = load(who, invoice_id)
     obj = to_object(item, lines_limit=len(item.get("lines") or []))
@@ -474,7 +494,7 @@ def finalize(
 
 
 def finalize_api(who: Principal, invoice_id: str, params: dict) -> dict:
-    spec: FinalizeParams = wire.validate(FinalizeParams, params)
+    spec = wire.validate(_models()["FinalizeParams"], params)
     return finalize(who, invoice_id, auto_advance=spec.auto_advance)
 
 
@@ -507,7 +527,7 @@ def void(who: Principal, invoice_id: str, params: dict) -> dict:
 
 
 def update(who: Principal, invoice_id: str, params: dict) -> dict:
-    spec: InvoiceUpdate = wire.validate(InvoiceUpdate, params)
+    spec = wire.validate(_models()["InvoiceUpdate"], params)
     for _ in range(5):
         item = load(who, invoice_id)
         before = to_object(item)

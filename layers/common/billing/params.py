@@ -5,11 +5,14 @@ here from either strings or JSON values; every model forbids unknown parameters.
 """
 
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
-
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any
 
 from metering.errors import invalid
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
 
 MAX_METADATA_KEYS = 50
 MAX_METADATA_KEY = 40
@@ -17,8 +20,59 @@ MAX_METADATA_VALUE = 500
 MAX_ID = 200  # caller-chosen ids (products) and lookup keys
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+@cache
+def _models() -> dict[str, Any]:
+    """The request models and parameter types, defined on first use: pydantic is imported only
+    by a function that validates a request (BillingCycles imports the billing modules and never
+    does). `from billing.params import Strict` (or any of these names) defines them."""
+    from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+    class Strict(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    Flag = Annotated[bool, BeforeValidator(_bool)]
+    Text = Annotated[str, Field(max_length=5000)]
+    ObjectId = Annotated[str, Field(min_length=1, max_length=MAX_ID), AfterValidator(_printable)]
+    Expand = list[Annotated[str, Field(max_length=200)]] | None
+
+    class CreatedRange(Strict):
+        gt: int | None = None
+        gte: int | None = None
+        lt: int | None = None
+        lte: int | None = None
+
+    class ListParams(Strict):
+        limit: int = Field(default=10, ge=1, le=100)
+        starting_after: Annotated[str, Field(max_length=MAX_ID)] | None = None
+        ending_before: Annotated[str, Field(max_length=MAX_ID)] | None = None
+        expand: Expand = None
+
+    return {
+        "Strict": Strict,
+        "CreatedRange": CreatedRange,
+        "ListParams": ListParams,
+        "Flag": Flag,
+        "Text": Text,
+        "ObjectId": ObjectId,
+        "Expand": Expand,
+    }
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODEL_NAMES:
+        return _models()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_MODEL_NAMES = (
+    "Strict",
+    "CreatedRange",
+    "ListParams",
+    "Flag",
+    "Text",
+    "ObjectId",
+    "Expand",
+)
 
 
 def _bool(value: Any) -> Any:
@@ -34,12 +88,6 @@ def _printable(value: str) -> str:
     if not value.isprintable():
         raise ValueError("must contain only printable characters")
     return value
-
-
-Flag = Annotated[bool, BeforeValidator(_bool)]
-Text = Annotated[str, Field(max_length=5000)]
-ObjectId = Annotated[str, Field(min_length=1, max_length=MAX_ID), AfterValidator(_printable)]
-Expand = list[Annotated[str, Field(max_length=200)]] | None
 
 
 def metadata(value: Any, param: str = "metadata") -> dict[str, str] | None:
@@ -132,26 +180,19 @@ def integer(value: Any, param: str, minimum: int | None = None, maximum: int | N
     return number
 
 
-class CreatedRange(Strict):
-    gt: int | None = None
-    gte: int | None = None
-    lt: int | None = None
-    lte: int | None = None
-
-
-def created_filter(value: Any) -> CreatedRange | None:
+def created_filter(value: Any) -> "BaseModel | None":
     """`created` as an exact second or a {gt, gte, lt, lte} range."""
     if value is None:
         return None
     if isinstance(value, dict):
         from metering import wire
 
-        return wire.validate(CreatedRange, value)
+        return wire.validate(_models()["CreatedRange"], value)
     exact = integer(value, "created")
-    return CreatedRange(gte=exact, lte=exact)
+    return _models()["CreatedRange"](gte=exact, lte=exact)
 
 
-def in_range(created: int, span: CreatedRange | None) -> bool:
+def in_range(created: int, span: "BaseModel | None") -> bool:
     if span is None:
         return True
     return (
@@ -162,14 +203,7 @@ def in_range(created: int, span: CreatedRange | None) -> bool:
     )
 
 
-class ListParams(Strict):
-    limit: int = Field(default=10, ge=1, le=100)
-    starting_after: Annotated[str, Field(max_length=MAX_ID)] | None = None
-    ending_before: Annotated[str, Field(max_length=MAX_ID)] | None = None
-    expand: Expand = None
-
-
-def check_cursors(spec: ListParams) -> None:
+def check_cursors(spec: "BaseModel") -> None:
     if spec.starting_after and spec.ending_before:
         raise invalid(
             "You may only specify one of these parameters: ending_before, starting_after.",

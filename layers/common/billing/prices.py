@@ -9,18 +9,12 @@ is claimed by one price at a time (`LOOKUP#<key>`, conditional put).
 
 import time
 from decimal import Decimal
-from typing import Annotated, Any, Literal
-
-from pydantic import Field
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from billing import amounts, events, products, storage
 from billing.params import (
     MAX_ID,
-    Expand,
-    Flag,
-    ListParams,
-    ObjectId,
-    Strict,
     check_cursors,
     created_filter,
     decimal_string,
@@ -36,71 +30,106 @@ from metering.ids import new_id
 from metering.keys import key, part
 from metering.wire import format_decimal
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
 PREFIX = "PRICE#"
-LookupKey = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
 
 
-class Recurring(Strict):
-    interval: Literal["day", "week", "month", "year"]
-    interval_count: int = Field(default=1, ge=1)
-    usage_type: Literal["licensed", "metered"] = "licensed"
-    meter: ObjectId | None = None
+@cache
+def _models() -> dict[str, Any]:
+    """The request models, defined on first use: pydantic is imported only by a function that
+    validates a request (BillingCycles imports this module and never does)."""
+    from pydantic import Field
+
+    from billing.params import Expand, Flag, ListParams, ObjectId, Strict
+
+    LookupKey = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
+
+    class Recurring(Strict):
+        interval: Literal["day", "week", "month", "year"]
+        interval_count: int = Field(default=1, ge=1)
+        usage_type: Literal["licensed", "metered"] = "licensed"
+        meter: ObjectId | None = None
+
+    class TierParam(Strict):
+        up_to: Any = None
+        unit_amount: Any = None
+        unit_amount_decimal: Any = None
+        flat_amount: Any = None
+        flat_amount_decimal: Any = None
+
+    class TransformQuantity(Strict):
+        divide_by: int = Field(ge=1)
+        round: Literal["up", "down"]
+
+    class PriceCreate(Strict):
+        currency: Annotated[str, Field(pattern=r"^[A-Za-z]{3}$")]
+        product: ObjectId | None = None
+        product_data: products.ProductData | None = None
+        recurring: Recurring | None = None
+        billing_scheme: Literal["per_unit", "tiered"] = "per_unit"
+        unit_amount: Any = None
+        unit_amount_decimal: Any = None
+        tiers_mode: Literal["graduated", "volume"] | None = None
+        tiers: list[TierParam] | None = None
+        transform_quantity: TransformQuantity | None = None
+        active: Flag = True
+        nickname: Annotated[str, Field(max_length=5000)] | None = None
+        lookup_key: LookupKey | None = None
+        metadata: Any = None
+        tax_behavior: Literal["inclusive", "exclusive", "unspecified"] | None = None
+        expand: Expand = None
+
+    class PriceUpdate(Strict):
+        active: Flag | None = None
+        nickname: Annotated[str, Field(max_length=5000)] | None = None
+        lookup_key: Annotated[str, Field(max_length=MAX_ID)] | None = None
+        metadata: Any = None
+        expand: Expand = None
+
+    class RecurringFilter(Strict):
+        interval: Literal["day", "week", "month", "year"] | None = None
+        usage_type: Literal["licensed", "metered"] | None = None
+        meter: ObjectId | None = None
+
+    class PriceList(ListParams):
+        active: Flag | None = None
+        currency: Annotated[str, Field(max_length=3)] | None = None
+        product: ObjectId | None = None
+        type: Literal["one_time", "recurring"] | None = None
+        lookup_keys: list[LookupKey] | None = None
+        recurring: RecurringFilter | None = None
+        created: Any = None
+
+    return {
+        "Recurring": Recurring,
+        "TierParam": TierParam,
+        "TransformQuantity": TransformQuantity,
+        "PriceCreate": PriceCreate,
+        "PriceUpdate": PriceUpdate,
+        "RecurringFilter": RecurringFilter,
+        "PriceList": PriceList,
+        "LookupKey": LookupKey,
+    }
 
 
-class TierParam(Strict):
-    up_to: Any = None
-    unit_amount: Any = None
-    unit_amount_decimal: Any = None
-    flat_amount: Any = None
-    flat_amount_decimal: Any = None
+def __getattr__(name: str) -> Any:
+    if name in _MODEL_NAMES:
+        return _models()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class TransformQuantity(Strict):
-    divide_by: int = Field(ge=1)
-    round: Literal["up", "down"]
-
-
-class PriceCreate(Strict):
-    currency: Annotated[str, Field(pattern=r"^[A-Za-z]{3}$")]
-    product: ObjectId | None = None
-    product_data: products.ProductData | None = None
-    recurring: Recurring | None = None
-    billing_scheme: Literal["per_unit", "tiered"] = "per_unit"
-    unit_amount: Any = None
-    unit_amount_decimal: Any = None
-    tiers_mode: Literal["graduated", "volume"] | None = None
-    tiers: list[TierParam] | None = None
-    transform_quantity: TransformQuantity | None = None
-    active: Flag = True
-    nickname: Annotated[str, Field(max_length=5000)] | None = None
-    lookup_key: LookupKey | None = None
-    metadata: Any = None
-    tax_behavior: Literal["inclusive", "exclusive", "unspecified"] | None = None
-    expand: Expand = None
-
-
-class PriceUpdate(Strict):
-    active: Flag | None = None
-    nickname: Annotated[str, Field(max_length=5000)] | None = None
-    lookup_key: Annotated[str, Field(max_length=MAX_ID)] | None = None
-    metadata: Any = None
-    expand: Expand = None
-
-
-class RecurringFilter(Strict):
-    interval: Literal["day", "week", "month", "year"] | None = None
-    usage_type: Literal["licensed", "metered"] | None = None
-    meter: ObjectId | None = None
-
-
-class PriceList(ListParams):
-    active: Flag | None = None
-    currency: Annotated[str, Field(max_length=3)] | None = None
-    product: ObjectId | None = None
-    type: Literal["one_time", "recurring"] | None = None
-    lookup_keys: list[LookupKey] | None = None
-    recurring: RecurringFilter | None = None
-    created: Any = None
+_MODEL_NAMES = (
+    "Recurring",
+    "TierParam",
+    "TransformQuantity",
+    "PriceCreate",
+    "PriceUpdate",
+    "RecurringFilter",
+    "PriceList",
+    "LookupKey",
+)
 
 
 def sk(price_id: str) -> str:
@@ -126,7 +155,7 @@ def _amount_pair(unit: Any, unit_decimal: Any, param: str) -> Decimal | None:
     return None
 
 
-def _tiers(spec: PriceCreate) -> list[dict]:
+def _tiers(spec: "BaseModel") -> list[dict]:
     if spec.tiers_mode is None:
         raise missing("tiers_mode")
     if not spec.tiers:
@@ -171,7 +200,7 @@ def _tiers(spec: PriceCreate) -> list[dict]:
     return out
 
 
-def _meter(who: Principal, recurring: Recurring) -> dict | None:
+def _meter(who: Principal, recurring: "BaseModel") -> dict | None:
     if recurring.usage_type != "metered":
         if recurring.meter is not None:
             raise invalid(
@@ -199,7 +228,7 @@ def _meter(who: Principal, recurring: Recurring) -> dict | None:
 
 
 def create(who: Principal, params: dict) -> dict:
-    spec: PriceCreate = wire.validate(PriceCreate, params)
+    spec = wire.validate(_models()["PriceCreate"], params)
     if (spec.product is None) == (spec.product_data is None):
         if spec.product is None:
             raise missing("product")
@@ -387,7 +416,7 @@ def retrieve(who: Principal, price_id: str, params: dict) -> dict:
 
 
 def update(who: Principal, price_id: str, params: dict) -> dict:
-    spec: PriceUpdate = wire.validate(PriceUpdate, params)
+    spec = wire.validate(_models()["PriceUpdate"], params)
     for _ in range(5):
         item = load(who, price_id)
         before = to_object(item)
@@ -441,7 +470,7 @@ def update(who: Principal, price_id: str, params: dict) -> dict:
 
 
 def list_prices(who: Principal, params: dict) -> dict:
-    spec: PriceList = wire.validate(PriceList, params)
+    spec = wire.validate(_models()["PriceList"], params)
     check_cursors(spec)
     if spec.lookup_keys is not None and len(spec.lookup_keys) > 10:
         raise invalid("Invalid lookup_keys: at most 10 lookup keys are allowed.", "lookup_keys")

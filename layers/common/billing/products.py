@@ -7,54 +7,73 @@ so the two copies never diverge.
 """
 
 import time
-from typing import Annotated, Any
-
-from pydantic import Field
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any
 
 from billing import events, storage
-from billing.params import (
-    Expand,
-    Flag,
-    ListParams,
-    ObjectId,
-    Strict,
-    check_cursors,
-    created_filter,
-    in_range,
-    new_metadata,
-)
+from billing.params import check_cursors, created_filter, in_range, new_metadata
 from metering import store, wire
 from metering.accounts import Principal
 from metering.errors import invalid, not_found
 from metering.ids import new_id
 from metering.keys import key, part
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
 LIST_PREFIX = "PROD#"
 
-Name = Annotated[str, Field(min_length=1, max_length=250)]
+
+@cache
+def _models() -> dict[str, Any]:
+    """The request models, defined on first use: pydantic is imported only by a function that
+    validates a request (BillingCycles imports this module and never does)."""
+    from pydantic import Field
+
+    from billing.params import Expand, Flag, ListParams, ObjectId, Strict
+
+    Name = Annotated[str, Field(min_length=1, max_length=250)]
+
+    class ProductData(Strict):
+        """`product_data` of a price, and the body of a product create."""
+
+        name: Name
+        id: ObjectId | None = None
+        active: Flag = True
+        metadata: Any = None
+        unit_label: Annotated[str, Field(max_length=12)] | None = None
+        statement_descriptor: Annotated[str, Field(max_length=22)] | None = None
+        tax_code: Annotated[str, Field(max_length=200)] | None = None
+
+    class ProductCreate(ProductData):
+        description: Annotated[str, Field(max_length=40000)] | None = None
+        expand: Expand = None
+
+    class ProductList(ListParams):
+        active: Flag | None = None
+        created: Any = None
+        ids: list[ObjectId] | None = None
+
+    return {
+        "ProductData": ProductData,
+        "ProductCreate": ProductCreate,
+        "ProductList": ProductList,
+        "Name": Name,
+    }
 
 
-class ProductData(Strict):
-    """`product_data` of a price, and the body of a product create."""
-
-    name: Name
-    id: ObjectId | None = None
-    active: Flag = True
-    metadata: Any = None
-    unit_label: Annotated[str, Field(max_length=12)] | None = None
-    statement_descriptor: Annotated[str, Field(max_length=22)] | None = None
-    tax_code: Annotated[str, Field(max_length=200)] | None = None
+def __getattr__(name: str) -> Any:
+    if name in _MODEL_NAMES:
+        return _models()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class ProductCreate(ProductData):
-    description: Annotated[str, Field(max_length=40000)] | None = None
-    expand: Expand = None
-
-
-class ProductList(ListParams):
-    active: Flag | None = None
-    created: Any = None
-    ids: list[ObjectId] | None = None
+_MODEL_NAMES = (
+    "ProductData",
+    "ProductCreate",
+    "ProductList",
+    "Name",
+)
 
 
 def id_sk(product_id: str) -> str:
@@ -85,7 +104,7 @@ def to_object(item: dict) -> dict:
     }
 
 
-def new_product(who: Principal, spec: ProductData, param: str = "id") -> tuple[dict, list[dict]]:
+def new_product(who: Principal, spec: "BaseModel", param: str = "id") -> tuple[dict, list[dict]]:
     """The product object and the transaction steps that store it (id uniqueness included)."""
     product_id = spec.id or new_id("prod")
     if spec.id is not None and not spec.id.strip():
@@ -114,7 +133,7 @@ def new_product(who: Principal, spec: ProductData, param: str = "id") -> tuple[d
 
 
 def create(who: Principal, params: dict) -> dict:
-    spec: ProductCreate = wire.validate(ProductCreate, params)
+    spec = wire.validate(_models()["ProductCreate"], params)
     product, steps = new_product(who, spec)
     pending = events.for_principal(who)
     try:
@@ -146,7 +165,7 @@ def _order_of(who: Principal, product_id: str | None, param: str) -> str | None:
 
 
 def list_products(who: Principal, params: dict) -> dict:
-    spec: ProductList = wire.validate(ProductList, params)
+    spec = wire.validate(_models()["ProductList"], params)
     check_cursors(spec)
     span = created_filter(spec.created)
     ids = set(spec.ids) if spec.ids is not None else None

@@ -12,27 +12,18 @@ sequence, all in one transaction with the subscription, its item pointers, the
 customer's counters and the events.
 """
 
-from typing import Annotated, Any, Literal
-
-from pydantic import Field
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from billing import customers, edges, events, invoice_lines, periods, prices, storage, test_clocks
-from billing.params import (
-    Expand,
-    Flag,
-    ListParams,
-    ObjectId,
-    Strict,
-    check_cursors,
-    created_filter,
-    in_range,
-    merged_metadata,
-    new_metadata,
-)
+from billing.params import check_cursors, created_filter, in_range, merged_metadata, new_metadata
 from metering import wire
 from metering.accounts import Principal
 from metering.errors import invalid, missing, not_found
 from metering.ids import new_id
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 PREFIX = "SUB#"
 ITEM_PREFIX = "SI#"
@@ -41,68 +32,97 @@ STATUSES = ("active", "all", "canceled", "ended", "incomplete", "incomplete_expi
 STATUSES += ("trialing", "unpaid")
 
 
-class ItemParam(Strict):
-    price: ObjectId | None = None
-    quantity: Any = None
-    metadata: Any = None
+@cache
+def _models() -> dict[str, Any]:
+    """The request models, defined on first use: pydantic is imported only by a function that
+    validates a request (BillingCycles imports this module and never does)."""
+    from pydantic import Field
+
+    from billing.params import Expand, Flag, ListParams, ObjectId, Strict
+
+    class ItemParam(Strict):
+        price: ObjectId | None = None
+        quantity: Any = None
+        metadata: Any = None
+
+    class BillingMode(Strict):
+        type: Literal["classic", "flexible"]
+
+    class SubscriptionCreate(Strict):
+        customer: ObjectId | None = None
+        items: list[ItemParam] | None = None
+        billing_cycle_anchor: int | None = None
+        backdate_start_date: int | None = None
+        collection_method: Literal["charge_automatically", "send_invoice"] = "charge_automatically"
+        days_until_due: int | None = Field(default=None, ge=0, le=730)
+        cancel_at_period_end: Flag = False
+        billing_mode: BillingMode | None = None
+        description: Annotated[str, Field(max_length=500)] | None = None
+        metadata: Any = None
+        expand: Expand = None
+
+    class SubscriptionUpdate(Strict):
+        cancel_at_period_end: Flag | None = None
+        description: Annotated[str, Field(max_length=500)] | None = None
+        metadata: Any = None
+        expand: Expand = None
+
+    class CancellationDetails(Strict):
+        comment: Annotated[str, Field(max_length=5000)] | None = None
+        feedback: (
+            Literal[
+                "customer_service",
+                "low_quality",
+                "missing_features",
+                "other",
+                "switched_service",
+                "too_complex",
+                "too_expensive",
+                "unused",
+            ]
+            | None
+        ) = None
+
+    class SubscriptionCancel(Strict):
+        invoice_now: Flag = False
+        prorate: Flag = False
+        cancellation_details: CancellationDetails | None = None
+        expand: Expand = None
+
+    class SubscriptionList(ListParams):
+        customer: ObjectId | None = None
+        price: ObjectId | None = None
+        status: Literal[STATUSES] | None = None  # type: ignore[valid-type]
+        test_clock: ObjectId | None = None
+        created: Any = None
+        collection_method: Literal["charge_automatically", "send_invoice"] | None = None
+
+    return {
+        "ItemParam": ItemParam,
+        "BillingMode": BillingMode,
+        "SubscriptionCreate": SubscriptionCreate,
+        "SubscriptionUpdate": SubscriptionUpdate,
+        "CancellationDetails": CancellationDetails,
+        "SubscriptionCancel": SubscriptionCancel,
+        "SubscriptionList": SubscriptionList,
+    }
 
 
-class BillingMode(Strict):
-    type: Literal["classic", "flexible"]
+def __getattr__(name: str) -> Any:
+    if name in _MODEL_NAMES:
+        return _models()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class SubscriptionCreate(Strict):
-    customer: ObjectId | None = None
-    items: list[ItemParam] | None = None
-    billing_cycle_anchor: int | None = None
-    backdate_start_date: int | None = None
-    collection_method: Literal["charge_automatically", "send_invoice"] = "charge_automatically"
-    days_until_due: int | None = Field(default=None, ge=0, le=730)
-    cancel_at_period_end: Flag = False
-    billing_mode: BillingMode | None = None
-    description: Annotated[str, Field(max_length=500)] | None = None
-    metadata: Any = None
-    expand: Expand = None
-
-
-class SubscriptionUpdate(Strict):
-    cancel_at_period_end: Flag | None = None
-    description: Annotated[str, Field(max_length=500)] | None = None
-    metadata: Any = None
-    expand: Expand = None
-
-
-class CancellationDetails(Strict):
-    comment: Annotated[str, Field(max_length=5000)] | None = None
-    feedback: (
-        Literal[
-            "customer_service",
-            "low_quality",
-            "missing_features",
-            "other",
-            "switched_service",
-            "too_complex",
-            "too_expensive",
-            "unused",
-        ]
-        | None
-    ) = None
-
-
-class SubscriptionCancel(Strict):
-    invoice_now: Flag = False
-    prorate: Flag = False
-    cancellation_details: CancellationDetails | None = None
-    expand: Expand = None
-
-
-class SubscriptionList(ListParams):
-    customer: ObjectId | None = None
-    price: ObjectId | None = None
-    status: Literal[STATUSES] | None = None  # type: ignore[valid-type]
-    test_clock: ObjectId | None = None
-    created: Any = None
-    collection_method: Literal["charge_automatically", "send_invoice"] | None = None
+_MODEL_NAMES = (
+    "ItemParam",
+    "BillingMode",
+    "SubscriptionCreate",
+    "SubscriptionUpdate",
+    "CancellationDetails",
+    "SubscriptionCancel",
+    "SubscriptionList",
+)
 
 
 def sk(subscription_id: str) -> str:
@@ -230,7 +250,7 @@ def _int(value) -> int | None:
 # --- create ----------------------------------------------------------------------------
 
 
-def _checked_prices(who: Principal, spec: SubscriptionCreate) -> list[dict]:
+def _checked_prices(who: Principal, spec: "BaseModel") -> list[dict]:
     if not spec.items:
         raise missing("items")
     if len(spec.items) > MAX_ITEMS:
@@ -279,7 +299,7 @@ def _checked_prices(who: Principal, spec: SubscriptionCreate) -> list[dict]:
     return chosen
 
 
-def _cycle(spec: SubscriptionCreate, now: int, interval: str, count: int) -> tuple[int, int, int, int]:
+def _cycle(spec: "BaseModel", now: int, interval: str, count: int) -> tuple[int, int, int, int]:
     """(start_date, anchor, first period start, first period end)."""
     start = now
     if spec.backdate_start_date is not None:
@@ -301,7 +321,7 @@ def _cycle(spec: SubscriptionCreate, now: int, interval: str, count: int) -> tup
 
 
 def create(who: Principal, params: dict) -> dict:
-    spec: SubscriptionCreate = wire.validate(SubscriptionCreate, params)
+    spec = wire.validate(_models()["SubscriptionCreate"], params)
     if spec.customer is None:
         raise missing("customer")
     if spec.collection_method == "send_invoice" and spec.days_until_due is None:
@@ -446,7 +466,7 @@ def _status_matches(wanted: str | None, status: str) -> bool:
 
 
 def list_subscriptions(who: Principal, params: dict) -> dict:
-    spec: SubscriptionList = wire.validate(SubscriptionList, params)
+    spec = wire.validate(_models()["SubscriptionList"], params)
     check_cursors(spec)
     span = created_filter(spec.created)
 
@@ -476,7 +496,7 @@ def live_of_customer(who: Principal, customer: dict) -> list[dict]:
 
 
 def update(who: Principal, subscription_id: str, params: dict) -> dict:
-    spec: SubscriptionUpdate = wire.validate(SubscriptionUpdate, params)
+    spec = wire.validate(_models()["SubscriptionUpdate"], params)
     for _ in range(8):
         item = load(who, subscription_id)
         if item["status"] == "canceled":
@@ -502,7 +522,7 @@ def update(who: Principal, subscription_id: str, params: dict) -> dict:
 
 
 def cancel(who: Principal, subscription_id: str, params: dict) -> dict:
-    spec: SubscriptionCancel = wire.validate(SubscriptionCancel, params)
+    spec = wire.validate(_models()["SubscriptionCancel"], params)
     details = spec.cancellation_details.model_dump() if spec.cancellation_details else {}
     details["reason"] = "cancellation_requested"
     return cancel_now(who, load(who, subscription_id), spec.invoice_now, details)

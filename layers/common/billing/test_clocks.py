@@ -9,12 +9,11 @@ partition in the `due` index, so they never run on real time.
 """
 
 import time
-from typing import Annotated
-
-from pydantic import Field
+from functools import cache
+from typing import Annotated, Any
 
 from billing import events, storage
-from billing.params import Expand, ListParams, Strict, check_cursors
+from billing.params import check_cursors
 from metering import clock, store, wire
 from metering.accounts import Principal
 from metering.errors import StripeError, invalid, not_found
@@ -25,15 +24,36 @@ DELETES_AFTER_SECONDS = 30 * 86400
 NO_SUBSCRIPTION_LIMIT = 2 * 366 * 86400  # "not more than two years" without subscriptions
 
 
-class ClockCreate(Strict):
-    frozen_time: int
-    name: Annotated[str, Field(max_length=300)] | None = None
-    expand: Expand = None
+@cache
+def _models() -> dict[str, Any]:
+    """The request models, defined on first use: pydantic is imported only by a function that
+    validates a request."""
+    from pydantic import Field
+
+    from billing.params import Expand, Strict
+
+    class ClockCreate(Strict):
+        frozen_time: int
+        name: Annotated[str, Field(max_length=300)] | None = None
+        expand: Expand = None
+
+    class ClockAdvance(Strict):
+        frozen_time: int
+        expand: Expand = None
+
+    return {"ClockCreate": ClockCreate, "ClockAdvance": ClockAdvance}
 
 
-class ClockAdvance(Strict):
-    frozen_time: int
-    expand: Expand = None
+def __getattr__(name: str) -> Any:
+    if name in _MODEL_NAMES:
+        return _models()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_MODEL_NAMES = (
+    "ClockCreate",
+    "ClockAdvance",
+)
 
 
 def sk(clock_id: str) -> str:
@@ -78,7 +98,7 @@ def current_time(who: Principal, clock_id: str | None) -> int:
 
 def create(who: Principal, params: dict) -> dict:
     _test_mode_only(who)
-    spec: ClockCreate = wire.validate(ClockCreate, params)
+    spec = wire.validate(_models()["ClockCreate"], params)
     now = int(time.time())
     from metering.ids import new_id
 
@@ -112,7 +132,9 @@ def retrieve(who: Principal, clock_id: str, params: dict) -> dict:
 
 def list_clocks(who: Principal, params: dict) -> dict:
     _test_mode_only(who)
-    spec: ListParams = wire.validate(ListParams, params)
+    from billing.params import ListParams
+
+    spec = wire.validate(ListParams, params)
     check_cursors(spec)
     items, has_more = storage.page_of(who.scope, PREFIX, spec, lambda item: not item.get("deleted"))
     return wire.list_object("/v1/test_helpers/test_clocks", [to_object(i) for i in items], has_more)
@@ -197,7 +219,7 @@ def advance(who: Principal, clock_id: str, params: dict) -> dict:
     from billing import cycles
 
     _test_mode_only(who)
-    spec: ClockAdvance = wire.validate(ClockAdvance, params)
+    spec = wire.validate(_models()["ClockAdvance"], params)
     for _ in range(5):
         item = load(who, clock_id)
         if item["status"] == "advancing":

@@ -8,10 +8,10 @@ replaced changes nothing. Rollups follow through the events table's stream, so a
 is subtracted exactly once, and a second cancel changes nothing.
 """
 
-from typing import Annotated, Literal
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, Field
 
 from metering import aws, clock, store, wire
 from metering.accounts import Principal
@@ -21,24 +21,46 @@ from metering.event_store import event_key
 from metering.ids import new_id
 from metering.notifications import rfc3339
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
 CANCEL_WINDOW_SECONDS = 24 * 3600
 ATTEMPTS = 5
 PARAM = "cancel[identifier]"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+@cache
+def _models() -> dict[str, Any]:
+    """The request models, defined on first use: pydantic is imported only by a function that
+    validates a request."""
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class _Strict(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    class Cancel(_Strict):
+        identifier: Annotated[str, Field(min_length=1, max_length=100)]
+
+    class AdjustmentCreate(_Strict):
+        event_name: Annotated[str, Field(min_length=1, max_length=100)]
+        type: Literal["cancel"] = "cancel"
+        cancel: Cancel
+        expand: list[str] | None = None
+
+    return {"_Strict": _Strict, "Cancel": Cancel, "AdjustmentCreate": AdjustmentCreate}
 
 
-class Cancel(_Strict):
-    identifier: Annotated[str, Field(min_length=1, max_length=100)]
+def __getattr__(name: str) -> Any:
+    if name in _MODEL_NAMES:
+        return _models()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class AdjustmentCreate(_Strict):
-    event_name: Annotated[str, Field(min_length=1, max_length=100)]
-    type: Literal["cancel"] = "cancel"
-    cancel: Cancel
-    expand: list[str] | None = None
+_MODEL_NAMES = (
+    "_Strict",
+    "Cancel",
+    "AdjustmentCreate",
+)
 
 
 def _unknown(identifier: str, event_name: str) -> StripeError:
@@ -49,7 +71,7 @@ def _unknown(identifier: str, event_name: str) -> StripeError:
     )
 
 
-def _cancellable(item: dict | None, spec: AdjustmentCreate, now: int) -> bool:
+def _cancellable(item: dict | None, spec: "BaseModel", now: int) -> bool:
     """Raise the reason an event can't be cancelled; False when it already is."""
     identifier = spec.cancel.identifier
     if item is None or item.get("t") not in ("raw", "pre"):
@@ -83,7 +105,7 @@ def _update(table: str, key: dict, condition: str, values: dict) -> dict:
     }
 
 
-def _write(table: str, item: dict, spec: AdjustmentCreate, now: int) -> None:
+def _write(table: str, item: dict, spec: "BaseModel", now: int) -> None:
     """The conditional cancel; raises ClientError when the event changed since it was read."""
     values = {":cancelled": "cancelled", ":now": now, ":en": spec.event_name, ":st": item["st"]}
     values[":cutoff"] = now - CANCEL_WINDOW_SECONDS
@@ -110,7 +132,7 @@ def _write(table: str, item: dict, spec: AdjustmentCreate, now: int) -> None:
     aws.dynamodb().transact_write_items(TransactItems=[{"Update": own}, {"Update": held}])
 
 
-def cancel(who: Principal, spec: AdjustmentCreate) -> None:
+def cancel(who: Principal, spec: "BaseModel") -> None:
     table = settings().events_table
     key = event_key(who.scope, spec.cancel.identifier)
     for _ in range(ATTEMPTS):
@@ -132,10 +154,10 @@ def cancel(who: Principal, spec: AdjustmentCreate) -> None:
     raise retryable("The meter event changed while it was being cancelled; please retry.")
 
 
-def _spec(params: dict) -> AdjustmentCreate:
+def _spec(params: dict) -> "BaseModel":
     if "cancel" not in params and params.get("type", "cancel") == "cancel":
         raise invalid("Missing required param: cancel[identifier].", PARAM, "parameter_missing")
-    return wire.validate(AdjustmentCreate, params)
+    return wire.validate(_models()["AdjustmentCreate"], params)
 
 
 def create_v1(who: Principal, params: dict) -> dict:

@@ -22,9 +22,8 @@ grows with every `activate`: an alert fires at most once per customer and genera
 """
 
 import time
-from typing import Annotated, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from functools import cache
+from typing import Annotated, Any, Literal
 
 from metering import meters, store, wire
 from metering.accounts import Principal
@@ -38,39 +37,58 @@ MAX_PER_SCOPE = 25
 MAX_CUSTOMER = 100  # as for meter events: customer ids are part of keys
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+@cache
+def _models() -> dict[str, type]:
+    """The request models, defined on first use: pydantic is imported only by a function that
+    validates a request (Aggregate imports this module and never does)."""
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class _Strict(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    Text = Annotated[str, Field(max_length=5000)]
+
+    class CustomerFilter(_Strict):
+        type: Literal["customer"]
+        customer: Annotated[str, Field(min_length=1, max_length=MAX_CUSTOMER)]
+
+    class UsageThreshold(_Strict):
+        gte: Annotated[wire.WireInt, Field(gt=0)]
+        meter: Annotated[str, Field(min_length=1, max_length=5000)]
+        recurrence: Literal["one_time"]
+        filters: Annotated[list[CustomerFilter], Field(max_length=1)] | None = None
+
+    class AlertCreate(_Strict):
+        alert_type: Literal["usage_threshold"]
+        title: Annotated[str, Field(min_length=1, max_length=256)]
+        usage_threshold: UsageThreshold
+        expand: list[Text] | None = None
+
+    class AlertList(_Strict):
+        alert_type: Literal["usage_threshold"] | None = None
+        meter: Text | None = None
+        limit: wire.WireInt = Field(default=10, ge=1, le=100)
+        starting_after: Text | None = None
+        ending_before: Text | None = None
+        expand: list[Text] | None = None
+
+    return {
+        "CustomerFilter": CustomerFilter,
+        "UsageThreshold": UsageThreshold,
+        "AlertCreate": AlertCreate,
+        "AlertList": AlertList,
+    }
 
 
-Text = Annotated[str, Field(max_length=5000)]
-
-
-class CustomerFilter(_Strict):
-    type: Literal["customer"]
-    customer: Annotated[str, Field(min_length=1, max_length=MAX_CUSTOMER)]
-
-
-class UsageThreshold(_Strict):
-    gte: Annotated[wire.WireInt, Field(gt=0)]
-    meter: Annotated[str, Field(min_length=1, max_length=5000)]
-    recurrence: Literal["one_time"]
-    filters: Annotated[list[CustomerFilter], Field(max_length=1)] | None = None
-
-
-class AlertCreate(_Strict):
-    alert_type: Literal["usage_threshold"]
-    title: Annotated[str, Field(min_length=1, max_length=256)]
-    usage_threshold: UsageThreshold
-    expand: list[Text] | None = None
-
-
-class AlertList(_Strict):
-    alert_type: Literal["usage_threshold"] | None = None
-    meter: Text | None = None
-    limit: wire.WireInt = Field(default=10, ge=1, le=100)
-    starting_after: Text | None = None
-    ending_before: Text | None = None
-    expand: list[Text] | None = None
+def __getattr__(name: str) -> Any:
+    if name in (
+        "CustomerFilter",
+        "UsageThreshold",
+        "AlertCreate",
+        "AlertList",
+    ):
+        return _models()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _pk(scope: str) -> str:
@@ -177,7 +195,7 @@ def _busy() -> StripeError:
 
 
 def create(who: Principal, params: dict) -> dict:
-    spec: AlertCreate = wire.validate(AlertCreate, params)
+    spec = wire.validate(_models()["AlertCreate"], params)
     threshold = spec.usage_threshold
     meter = meters.find(who, threshold.meter, consistent=True)
     if meter is None:
@@ -235,7 +253,7 @@ def retrieve(who: Principal, alert_id: str, params: dict) -> dict:
 
 def list_alerts(who: Principal, params: dict) -> dict:
     """Active and inactive alerts (not archived ones), newest first."""
-    spec: AlertList = wire.validate(AlertList, params)
+    spec = wire.validate(_models()["AlertList"], params)
     if spec.starting_after and spec.ending_before:
         raise invalid(
             "You may only specify one of these parameters: ending_before, starting_after.",

@@ -9,11 +9,11 @@ import base64
 import binascii
 import json
 import secrets
+import sys
 import zlib
 from urllib.parse import urlencode
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from pydantic import ValidationError
 
 from metering import idempotency, wire
 from metering.accounts import Principal
@@ -45,7 +45,20 @@ def _render(exc: StripeError, path: str = "") -> Response:
 
 class StripeResolver(APIGatewayRestResolver):
     """Powertools' resolver whose OpenAPI document also declares the metering routes'
-    parameters and bodies (metering.openapi_spec), so fuzzers and clients can use it."""
+    parameters and bodies (metering.openapi_spec), so fuzzers and clients can use it.
+
+    Powertools' request and response validation is off: the handlers read and check their
+    parameters themselves (path parameters are plain strings, bodies and queries are parsed by
+    `params`, no route declares a body, query or header parameter, or a return type), so it
+    validated nothing, and building it imports pydantic at every cold start. The document is
+    still generated as with validation on (its 422 responses and their schemas), unchanged."""
+
+    def get_openapi_schema(self, *args, **kwargs):
+        enabled, self._enable_validation = self._enable_validation, True
+        try:
+            return super().get_openapi_schema(*args, **kwargs)
+        finally:
+            self._enable_validation = enabled
 
     def get_openapi_json_schema(self, *args, **kwargs) -> str:
         from metering import openapi_spec
@@ -54,8 +67,15 @@ class StripeResolver(APIGatewayRestResolver):
         return json.dumps(openapi_spec.annotate(document), indent=2, sort_keys=True)
 
 
+def _pydantic_error(exc: Exception) -> bool:
+    """Whether `exc` is a pydantic ValidationError (pydantic is imported only if a handler
+    validated with it, so an exception cannot be one when it is not imported)."""
+    core = sys.modules.get("pydantic_core")
+    return core is not None and isinstance(exc, core.ValidationError)
+
+
 def build_app() -> APIGatewayRestResolver:
-    app = StripeResolver(enable_validation=True)
+    app = StripeResolver(enable_validation=False)
 
     def path() -> str:
         try:
@@ -66,10 +86,6 @@ def build_app() -> APIGatewayRestResolver:
     @app.exception_handler(StripeError)
     def stripe_error(exc: StripeError):
         return _render(exc, path())
-
-    @app.exception_handler(ValidationError)
-    def validation_error(exc: ValidationError):
-        return _render(wire.to_stripe_error(exc), path())
 
     @app.not_found
     def not_found(_exc):
@@ -82,6 +98,8 @@ def build_app() -> APIGatewayRestResolver:
 
     @app.exception_handler(Exception)
     def unexpected(exc: Exception):
+        if _pydantic_error(exc):  # a model validated outside wire.validate: a 400 naming the param
+            return _render(wire.to_stripe_error(exc), path())
         logger.exception("unhandled error")
         return _render(
             StripeError("An unexpected error occurred; retry.", 500, "api_error", should_retry=True), path()

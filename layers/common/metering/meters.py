@@ -2,10 +2,10 @@
 
 import re
 import time
-from typing import Annotated, Literal
+from functools import cache
+from typing import Annotated, Any, Literal
 
 from botocore.exceptions import ClientError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from metering import aws, notifications, store, wire
 from metering.accounts import Principal
@@ -15,57 +15,77 @@ from metering.ids import new_id
 from metering.keys import key, part
 
 METER_PREFIX = key("METER", "")
-
-
-def _printable(value: str) -> str:
-    if not value.isprintable():
-        raise ValueError("must contain only printable characters")
-    return value
-
-
-Name = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_printable)]
-DisplayName = Annotated[str, Field(min_length=1, max_length=250), AfterValidator(_printable)]
 METER_ID = re.compile(r"mtr_[0-9a-f]{24}")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+@cache
+def _models() -> dict[str, type]:
+    """The request models, defined on first use: pydantic is imported only by a function that
+    validates a request (Aggregate and BulkUpload import this module and never do)."""
+    from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+    def _printable(value: str) -> str:
+        if not value.isprintable():
+            raise ValueError("must contain only printable characters")
+        return value
+
+    Name = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_printable)]
+    DisplayName = Annotated[str, Field(min_length=1, max_length=250), AfterValidator(_printable)]
+
+    class _Strict(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    class Aggregation(_Strict):
+        formula: Literal["sum", "count", "last"]
+
+    class CustomerMapping(_Strict):
+        type: Literal["by_id"] = "by_id"
+        event_payload_key: Name = "stripe_customer_id"
+
+    class ValueSettings(_Strict):
+        event_payload_key: Name = "value"
+
+    class MeterCreate(_Strict):
+        display_name: DisplayName
+        event_name: Name
+        default_aggregation: Aggregation
+        customer_mapping: CustomerMapping = CustomerMapping()
+        value_settings: ValueSettings = ValueSettings()
+        event_time_window: Literal["hour", "day"] | None = None
+        expand: list[str] | None = None
+
+    class MeterUpdate(_Strict):
+        display_name: DisplayName | None = None
+        expand: list[str] | None = None
+
+    class MeterList(_Strict):
+        status: Literal["active", "inactive"] | None = None
+        limit: wire.WireInt = Field(default=10, ge=1, le=100)
+        starting_after: Annotated[str, Field(max_length=5000)] | None = None
+        ending_before: Annotated[str, Field(max_length=5000)] | None = None
+        expand: list[str] | None = None
+
+    return {
+        "Aggregation": Aggregation,
+        "CustomerMapping": CustomerMapping,
+        "ValueSettings": ValueSettings,
+        "MeterCreate": MeterCreate,
+        "MeterUpdate": MeterUpdate,
+        "MeterList": MeterList,
+    }
 
 
-class Aggregation(_Strict):
-    formula: Literal["sum", "count", "last"]
-
-
-class CustomerMapping(_Strict):
-    type: Literal["by_id"] = "by_id"
-    event_payload_key: Name = "stripe_customer_id"
-
-
-class ValueSettings(_Strict):
-    event_payload_key: Name = "value"
-
-
-class MeterCreate(_Strict):
-    display_name: DisplayName
-    event_name: Name
-    default_aggregation: Aggregation
-    customer_mapping: CustomerMapping = CustomerMapping()
-    value_settings: ValueSettings = ValueSettings()
-    event_time_window: Literal["hour", "day"] | None = None
-    expand: list[str] | None = None
-
-
-class MeterUpdate(_Strict):
-    display_name: DisplayName | None = None
-    expand: list[str] | None = None
-
-
-class MeterList(_Strict):
-    status: Literal["active", "inactive"] | None = None
-    limit: wire.WireInt = Field(default=10, ge=1, le=100)
-    starting_after: Annotated[str, Field(max_length=5000)] | None = None
-    ending_before: Annotated[str, Field(max_length=5000)] | None = None
-    expand: list[str] | None = None
+def __getattr__(name: str) -> Any:
+    if name in (
+        "Aggregation",
+        "CustomerMapping",
+        "ValueSettings",
+        "MeterCreate",
+        "MeterUpdate",
+        "MeterList",
+    ):
+        return _models()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def to_object(item: dict) -> dict:
@@ -106,7 +126,7 @@ def name_key(event_name: str) -> str:
 
 
 def create(who: Principal, params: dict) -> dict:
-    spec: MeterCreate = wire.validate(MeterCreate, params)
+    spec = wire.validate(_models()["MeterCreate"], params)
     now = int(time.time())
     meter_id = new_id("mtr")
     item = {
@@ -222,9 +242,9 @@ def _update(
 
 def update(who: Principal, meter_id: str, params: dict) -> dict:
     for name in params:
-        if name not in MeterUpdate.model_fields:
+        if name not in _models()["MeterUpdate"].model_fields:
             raise unknown(name)
-    spec: MeterUpdate = wire.validate(MeterUpdate, params)
+    spec = wire.validate(_models()["MeterUpdate"], params)
     if not METER_ID.fullmatch(meter_id):
         raise _missing(meter_id)
     if spec.display_name is None:
@@ -306,7 +326,7 @@ def _set_status(
 
 
 def list_meters(who: Principal, params: dict) -> dict:
-    spec: MeterList = wire.validate(MeterList, params)
+    spec = wire.validate(_models()["MeterList"], params)
     if spec.starting_after and spec.ending_before:
         raise invalid(
             "You may only specify one of these parameters: ending_before, starting_after.",

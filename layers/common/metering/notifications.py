@@ -11,11 +11,11 @@ import json
 import re
 import time
 from datetime import UTC, datetime
-from typing import Annotated
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlencode
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, Field
 
 from metering import aws, store, wire
 from metering.accounts import scope_of
@@ -24,6 +24,9 @@ from metering.errors import not_found
 from metering.ids import new_id
 from metering.keys import key
 from metering.observability import logger
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 RETENTION_SECONDS = 30 * 24 * 3600
 SOURCE = "metering"
@@ -205,26 +208,45 @@ def _created_ms(event: dict) -> int:
     return parse_rfc3339_ms(event["created"], "created")
 
 
-class _Created(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+@cache
+def _models() -> dict[str, Any]:
+    """The request models, defined on first use: pydantic is imported only by a function that
+    validates a request."""
+    from pydantic import BaseModel, ConfigDict, Field
 
-    gt: str | None = None
-    gte: str | None = None
-    lt: str | None = None
-    lte: str | None = None
+    class _Created(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        gt: str | None = None
+        gte: str | None = None
+        lt: str | None = None
+        lte: str | None = None
+
+    class EventList(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        limit: wire.WireInt = Field(default=20, ge=1, le=100)
+        page: Annotated[str, Field(max_length=5000)] | None = None
+        object_id: Annotated[str, Field(max_length=5000)] | None = None
+        created: _Created | None = None
+        types: Annotated[list[Annotated[str, Field(max_length=5000)]], Field(max_length=20)] | None = None
+
+    return {"_Created": _Created, "EventList": EventList}
 
 
-class EventList(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    limit: wire.WireInt = Field(default=20, ge=1, le=100)
-    page: Annotated[str, Field(max_length=5000)] | None = None
-    object_id: Annotated[str, Field(max_length=5000)] | None = None
-    created: _Created | None = None
-    types: Annotated[list[Annotated[str, Field(max_length=5000)]], Field(max_length=20)] | None = None
+def __getattr__(name: str) -> Any:
+    if name in _MODEL_NAMES:
+        return _models()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _bounds(created: _Created | None) -> tuple[int | None, int | None]:
+_MODEL_NAMES = (
+    "_Created",
+    "EventList",
+)
+
+
+def _bounds(created: "BaseModel | None") -> tuple[int | None, int | None]:
     """(low, high) in unix milliseconds, inclusive, from created[gt|gte|lt|lte]."""
     from metering.meter_events import parse_rfc3339_ms
 
@@ -249,7 +271,7 @@ def _bounds(created: _Created | None) -> tuple[int | None, int | None]:
 
 def list_page(scope: str, params: dict) -> dict:
     """`GET /v2/core/events`: Stripe v2 list with `page` tokens and `created`/`types` filters."""
-    spec: EventList = wire.validate(EventList, params)
+    spec = wire.validate(_models()["EventList"], params)
     low, high = _bounds(spec.created)
     page = spec.page or None
     if page is not None and (

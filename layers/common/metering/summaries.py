@@ -8,9 +8,8 @@ with `hour` or `day` one bucket per window is read, newest first.
 import hashlib
 import re
 from decimal import Decimal
-from typing import Annotated, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from metering import meters, store, wire
 from metering.accounts import Principal
@@ -19,26 +18,46 @@ from metering.errors import invalid, not_found
 from metering.meter_events import MAX_CUSTOMER
 from metering.rollups import GRANULARITY, Bucket, bucket_pk, bucket_sk
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
 WINDOWS = {"hour": "H", "day": "D"}
 _HEX = re.compile(r"[0-9a-f]{1,12}")
 MAX_TIME = 10**10  # bucket sort keys hold 10-digit times (until the year 2286)
 ALIGN = {None: ("a whole minute", 60), "hour": ("an hour boundary", 3600), "day": ("a UTC midnight", 86400)}
 
 
-class SummaryQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+@cache
+def _models() -> dict[str, Any]:
+    """The request models, defined on first use: pydantic is imported only by a function that
+    validates a request."""
+    from pydantic import BaseModel, ConfigDict, Field
 
-    customer: Annotated[str, Field(min_length=1, max_length=MAX_CUSTOMER)]
-    start_time: wire.WireInt = Field(ge=0, le=MAX_TIME)
-    end_time: wire.WireInt = Field(ge=0, le=MAX_TIME)
-    value_grouping_window: Literal["hour", "day"] | None = None
-    limit: wire.WireInt = Field(default=10, ge=1, le=100)
-    starting_after: Annotated[str, Field(max_length=5000)] | None = None
-    ending_before: Annotated[str, Field(max_length=5000)] | None = None
-    expand: list[str] | None = None
+    class SummaryQuery(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        customer: Annotated[str, Field(min_length=1, max_length=MAX_CUSTOMER)]
+        start_time: wire.WireInt = Field(ge=0, le=MAX_TIME)
+        end_time: wire.WireInt = Field(ge=0, le=MAX_TIME)
+        value_grouping_window: Literal["hour", "day"] | None = None
+        limit: wire.WireInt = Field(default=10, ge=1, le=100)
+        starting_after: Annotated[str, Field(max_length=5000)] | None = None
+        ending_before: Annotated[str, Field(max_length=5000)] | None = None
+        expand: list[str] | None = None
+
+    return {"SummaryQuery": SummaryQuery}
 
 
-def _check(spec: SummaryQuery) -> None:
+def __getattr__(name: str) -> Any:
+    if name in _MODEL_NAMES:
+        return _models()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_MODEL_NAMES = ("SummaryQuery",)
+
+
+def _check(spec: "BaseModel") -> None:
     what, size = ALIGN[spec.value_grouping_window]
     for name in ("start_time", "end_time"):
         if getattr(spec, name) % size:
@@ -121,7 +140,7 @@ def total(scope: str, meter_id: str, customer: str, start: int, end: int, consis
     return merged
 
 
-def _grouped(meter: dict, spec: SummaryQuery) -> tuple[list[dict], bool]:
+def _grouped(meter: dict, spec: "BaseModel") -> tuple[list[dict], bool]:
     granularity = WINDOWS[spec.value_grouping_window]
     size = GRANULARITY[granularity]
     low, high = spec.start_time, spec.end_time - size
@@ -156,7 +175,7 @@ def _grouped(meter: dict, spec: SummaryQuery) -> tuple[list[dict], bool]:
 
 def list_summaries(who: Principal, meter_id: str, params: dict) -> dict:
     meter = meters.load(who, meter_id)
-    spec: SummaryQuery = wire.validate(SummaryQuery, params)
+    spec = wire.validate(_models()["SummaryQuery"], params)
     _check(spec)
     url = f"/v1/billing/meters/{meter_id}/event_summaries"
     if spec.value_grouping_window:

@@ -23,11 +23,11 @@ import re
 import secrets
 import socket
 import time
+from functools import cache
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from metering import aws, store, wire
 from metering.accounts import Principal
@@ -115,36 +115,46 @@ def _flag(value: Any) -> Any:
     return value
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+@cache
+def _models() -> dict[str, type]:
+    """The request models, defined on first use: pydantic is imported only by a function that
+    validates a request (WebhookDelivery imports this module and never does)."""
+    from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+    class _Strict(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    Text = Annotated[str, Field(max_length=5000)]
+    Url = Annotated[str, Field(min_length=1, max_length=MAX_URL)]
+
+    class EndpointCreate(_Strict):
+        url: Url
+        enabled_events: list[Annotated[str, Field(min_length=1, max_length=200)]]
+        description: Text | None = None
+        metadata: Any = None
+        expand: list[Text] | None = None
+
+    class EndpointUpdate(_Strict):
+        url: Url | None = None
+        enabled_events: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = None
+        description: Text | None = None
+        metadata: Any = None
+        disabled: Annotated[bool, BeforeValidator(_flag)] | None = None
+        expand: list[Text] | None = None
+
+    class EndpointList(_Strict):
+        limit: wire.WireInt = Field(default=10, ge=1, le=100)
+        starting_after: Text | None = None
+        ending_before: Text | None = None
+        expand: list[Text] | None = None
+
+    return {"EndpointCreate": EndpointCreate, "EndpointUpdate": EndpointUpdate, "EndpointList": EndpointList}
 
 
-Text = Annotated[str, Field(max_length=5000)]
-Url = Annotated[str, Field(min_length=1, max_length=MAX_URL)]
-
-
-class EndpointCreate(_Strict):
-    url: Url
-    enabled_events: list[Annotated[str, Field(min_length=1, max_length=200)]]
-    description: Text | None = None
-    metadata: Any = None
-    expand: list[Text] | None = None
-
-
-class EndpointUpdate(_Strict):
-    url: Url | None = None
-    enabled_events: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = None
-    description: Text | None = None
-    metadata: Any = None
-    disabled: Annotated[bool, BeforeValidator(_flag)] | None = None
-    expand: list[Text] | None = None
-
-
-class EndpointList(_Strict):
-    limit: wire.WireInt = Field(default=10, ge=1, le=100)
-    starting_after: Text | None = None
-    ending_before: Text | None = None
-    expand: list[Text] | None = None
+def __getattr__(name: str) -> Any:
+    if name in ("EndpointCreate", "EndpointUpdate", "EndpointList"):
+        return _models()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _enabled_events(values: list[str]) -> list[str]:
@@ -249,7 +259,7 @@ def matching(endpoints: list[dict], type_: str) -> list[str]:
 
 
 def create(who: Principal, params: dict) -> dict:
-    spec: EndpointCreate = wire.validate(EndpointCreate, params)
+    spec = wire.validate(_models()["EndpointCreate"], params)
     url = check_url(spec.url, who.livemode)
     events = _enabled_events(spec.enabled_events)
     metadata = _metadata(spec.metadata)
@@ -308,7 +318,7 @@ def retrieve(who: Principal, endpoint_id: str, params: dict) -> dict:
 
 
 def update(who: Principal, endpoint_id: str, params: dict) -> dict:
-    spec: EndpointUpdate = wire.validate(EndpointUpdate, params)
+    spec = wire.validate(_models()["EndpointUpdate"], params)
     for _ in range(5):
         item = _load(who, endpoint_id)
         updated = dict(item)
@@ -376,7 +386,7 @@ def delete(who: Principal, endpoint_id: str, params: dict) -> dict:
 
 
 def list_endpoints(who: Principal, params: dict) -> dict:
-    spec: EndpointList = wire.validate(EndpointList, params)
+    spec = wire.validate(_models()["EndpointList"], params)
     if spec.starting_after and spec.ending_before:
         raise invalid(
             "You may only specify one of these parameters: ending_before, starting_after.",

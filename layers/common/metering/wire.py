@@ -3,13 +3,16 @@
 import json
 import re
 from decimal import Decimal
-from typing import Annotated, Any
-
-from pydantic import BaseModel, BeforeValidator, ValidationError
-from pydantic_core import PydanticCustomError
+from typing import TYPE_CHECKING, Any
 
 from metering.errors import StripeError, invalid, missing, unknown
 from metering.form import MAX_DEPTH, FormError, decode_form
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
+
+# pydantic is imported only by what validates with it (the request models, `WireInt`,
+# `validate`): importing it costs more than a small function's whole cold start.
 
 _STRING = json.encoder.encode_basestring_ascii
 _INTEGER = re.compile(r"-?[0-9]+")
@@ -163,11 +166,23 @@ def _wire_int(value: Any) -> int:
         return value
     if isinstance(value, str) and _INTEGER.fullmatch(value) and len(value.lstrip("-")) <= MAX_INTEGER_DIGITS:
         return int(value)
+    from pydantic_core import PydanticCustomError
+
     raise PydanticCustomError("int_parsing", "Input should be an integer")
 
 
-WireInt = Annotated[int, BeforeValidator(_wire_int)]
-"""An integer parameter read strictly (see `integer`), for pydantic models."""
+def __getattr__(name: str) -> Any:
+    """`WireInt`, an integer parameter read strictly (see `integer`), for pydantic models:
+    built on first use, so that importing this module does not import pydantic."""
+    if name == "WireInt":
+        from typing import Annotated
+
+        from pydantic import BeforeValidator
+
+        global WireInt
+        WireInt = Annotated[int, BeforeValidator(_wire_int)]
+        return WireInt
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def param_name(loc: tuple) -> str:
@@ -176,15 +191,17 @@ def param_name(loc: tuple) -> str:
     return head + "".join(f"[{p}]" for p in rest)
 
 
-def validate(model: type[BaseModel], params: dict) -> BaseModel:
+def validate(model: "type[BaseModel]", params: dict) -> "BaseModel":
     """Validate request parameters; the first problem becomes a Stripe error naming its param."""
+    from pydantic import ValidationError
+
     try:
         return model.model_validate(params)
     except ValidationError as exc:
         raise to_stripe_error(exc) from exc
 
 
-def to_stripe_error(exc: ValidationError) -> StripeError:
+def to_stripe_error(exc: "ValidationError") -> StripeError:
     err = exc.errors(include_url=False)[0]
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     name = param_name(loc)
