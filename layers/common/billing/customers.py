@@ -77,12 +77,6 @@ def _models() -> dict[str, Any]:
     }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _MODEL_NAMES:
-        return _models()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 _MODEL_NAMES = (
     "CustomerCreate",
     "CustomerUpdate",
@@ -93,6 +87,7 @@ _MODEL_NAMES = (
     "Phone",
     "Prefix",
 )
+__getattr__ = wire.lazy_models(__name__, _models, _MODEL_NAMES)
 
 
 def sk(customer_id: str) -> str:

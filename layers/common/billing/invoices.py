@@ -71,18 +71,13 @@ def _models() -> dict[str, Any]:
     }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _MODEL_NAMES:
-        return _models()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 _MODEL_NAMES = (
     "PreviewParams",
     "InvoiceUpdate",
     "FinalizeParams",
     "InvoiceList",
 )
+__getattr__ = wire.lazy_models(__name__, _models, _MODEL_NAMES)
 
 
 def sk(invoice_id: str) -> str:

@@ -8,6 +8,7 @@ from decimal import Decimal, InvalidOperation
 from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any
 
+from metering import wire
 from metering.errors import invalid
 
 if TYPE_CHECKING:
@@ -58,12 +59,6 @@ def _models() -> dict[str, Any]:
     }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _MODEL_NAMES:
-        return _models()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 _MODEL_NAMES = (
     "Strict",
     "CreatedRange",
@@ -73,6 +68,7 @@ _MODEL_NAMES = (
     "ObjectId",
     "Expand",
 )
+__getattr__ = wire.lazy_models(__name__, _models, _MODEL_NAMES)
 
 
 def _bool(value: Any) -> Any:

@@ -114,12 +114,6 @@ def _models() -> dict[str, Any]:
     }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _MODEL_NAMES:
-        return _models()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 _MODEL_NAMES = (
     "Recurring",
     "TierParam",
@@ -130,6 +124,7 @@ _MODEL_NAMES = (
     "PriceList",
     "LookupKey",
 )
+__getattr__ = wire.lazy_models(__name__, _models, _MODEL_NAMES)
 
 
 def sk(price_id: str) -> str:

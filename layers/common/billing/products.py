@@ -62,18 +62,13 @@ def _models() -> dict[str, Any]:
     }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _MODEL_NAMES:
-        return _models()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 _MODEL_NAMES = (
     "ProductData",
     "ProductCreate",
     "ProductList",
     "Name",
 )
+__getattr__ = wire.lazy_models(__name__, _models, _MODEL_NAMES)
 
 
 def id_sk(product_id: str) -> str:

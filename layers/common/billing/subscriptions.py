@@ -108,12 +108,6 @@ def _models() -> dict[str, Any]:
     }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _MODEL_NAMES:
-        return _models()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 _MODEL_NAMES = (
     "ItemParam",
     "BillingMode",
@@ -123,6 +117,7 @@ _MODEL_NAMES = (
     "SubscriptionCancel",
     "SubscriptionList",
 )
+__getattr__ = wire.lazy_models(__name__, _models, _MODEL_NAMES)
 
 
 def sk(subscription_id: str) -> str:

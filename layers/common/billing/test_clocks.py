@@ -44,16 +44,11 @@ def _models() -> dict[str, Any]:
     return {"ClockCreate": ClockCreate, "ClockAdvance": ClockAdvance}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _MODEL_NAMES:
-        return _models()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 _MODEL_NAMES = (
     "ClockCreate",
     "ClockAdvance",
 )
+__getattr__ = wire.lazy_models(__name__, _models, _MODEL_NAMES)
 
 
 def sk(clock_id: str) -> str:

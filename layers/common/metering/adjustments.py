@@ -50,17 +50,12 @@ def _models() -> dict[str, Any]:
     return {"_Strict": _Strict, "Cancel": Cancel, "AdjustmentCreate": AdjustmentCreate}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _MODEL_NAMES:
-        return _models()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 _MODEL_NAMES = (
     "_Strict",
     "Cancel",
     "AdjustmentCreate",
 )
+__getattr__ = wire.lazy_models(__name__, _models, _MODEL_NAMES)
 
 
 def _unknown(identifier: str, event_name: str) -> StripeError:

@@ -23,7 +23,7 @@ grows with every `activate`: an alert fires at most once per customer and genera
 
 import time
 from functools import cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from metering import meters, store, wire
 from metering.accounts import Principal
@@ -80,15 +80,16 @@ def _models() -> dict[str, type]:
     }
 
 
-def __getattr__(name: str) -> Any:
-    if name in (
+__getattr__ = wire.lazy_models(
+    __name__,
+    _models,
+    (
         "CustomerFilter",
         "UsageThreshold",
         "AlertCreate",
         "AlertList",
-    ):
-        return _models()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    ),
+)
 
 
 def _pk(scope: str) -> str:

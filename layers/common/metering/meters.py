@@ -3,7 +3,7 @@
 import re
 import time
 from functools import cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from botocore.exceptions import ClientError
 
@@ -75,17 +75,18 @@ def _models() -> dict[str, type]:
     }
 
 
-def __getattr__(name: str) -> Any:
-    if name in (
+__getattr__ = wire.lazy_models(
+    __name__,
+    _models,
+    (
         "Aggregation",
         "CustomerMapping",
         "ValueSettings",
         "MeterCreate",
         "MeterUpdate",
         "MeterList",
-    ):
-        return _models()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    ),
+)
 
 
 def to_object(item: dict) -> dict:

@@ -234,16 +234,11 @@ def _models() -> dict[str, Any]:
     return {"_Created": _Created, "EventList": EventList}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _MODEL_NAMES:
-        return _models()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 _MODEL_NAMES = (
     "_Created",
     "EventList",
 )
+__getattr__ = wire.lazy_models(__name__, _models, _MODEL_NAMES)
 
 
 def _bounds(created: "BaseModel | None") -> tuple[int | None, int | None]:

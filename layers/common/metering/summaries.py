@@ -48,13 +48,10 @@ def _models() -> dict[str, Any]:
     return {"SummaryQuery": SummaryQuery}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _MODEL_NAMES:
-        return _models()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 _MODEL_NAMES = ("SummaryQuery",)
+
+
+__getattr__ = wire.lazy_models(__name__, _models, _MODEL_NAMES)
 
 
 def _check(spec: "BaseModel") -> None:

@@ -151,10 +151,7 @@ def _models() -> dict[str, type]:
     return {"EndpointCreate": EndpointCreate, "EndpointUpdate": EndpointUpdate, "EndpointList": EndpointList}
 
 
-def __getattr__(name: str) -> Any:
-    if name in ("EndpointCreate", "EndpointUpdate", "EndpointList"):
-        return _models()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = wire.lazy_models(__name__, _models, ("EndpointCreate", "EndpointUpdate", "EndpointList"))
 
 
 def _enabled_events(values: list[str]) -> list[str]:

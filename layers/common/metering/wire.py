@@ -236,3 +236,16 @@ def reject_unknown(params: dict, allowed: set[str]) -> None:
     for name in params:
         if name not in allowed:
             raise unknown(name)
+
+
+def lazy_models(module: str, models, names) -> Any:
+    """A module `__getattr__` that hands out request models defined on first use (`models()`
+    returns them by name), so importing the module does not import pydantic."""
+    names = frozenset(names)
+
+    def __getattr__(name: str) -> Any:
+        if name in names:
+            return models()[name]
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__
