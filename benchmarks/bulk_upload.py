@@ -1,7 +1,9 @@
 """Bulk upload: rows per second for one file, and parse memory for 100k vs 1M rows.
 
-`python -m benchmarks --only bulk_upload`, or `python -m benchmarks.bulk_upload [ROWS]` for
-the HTTP figure alone.
+`python -m benchmarks --only bulk_upload`, or `python -m benchmarks.bulk_upload [ROWS
+[INVOKERS [close] [gz]]]` for the HTTP figure alone (`close`: the endpoint closes every
+connection, as werkzeug's server does, instead of keeping it alive as AWS's endpoints do;
+`gz`: the file is gzip-compressed, so it is re-chunked by a first pass before its slices).
 
 The realistic figure runs the bulk function against a local HTTP endpoint (a subprocess,
 so it does not share the function's GIL): boto3 signs every request (SigV4) and sends it
@@ -76,7 +78,12 @@ def _embedded(who, base: int, tag: str) -> float:
 # answers the event inserts itself.
 
 
-def serve(port: int, latency: float, events_table: str) -> None:
+def serve(port: int, latency: float, events_table: str, keep_alive: bool = True) -> None:
+    """The endpoint; `keep_alive` (as AWS's endpoints, which boto3 keeps connections to) serves
+    it on the local runner's HTTP/1.1 server, else on werkzeug's, which closes every connection
+    (a new TCP connection per call: client CPU that AWS does not cost)."""
+    if keep_alive:
+        return _serve_keep_alive(port, latency, events_table)
     import logging
 
     from moto.server import DomainDispatcherApplication, create_backend_app
@@ -108,6 +115,31 @@ def serve(port: int, latency: float, events_table: str) -> None:
     make_server("127.0.0.1", port, middleware, threaded=True).serve_forever()
 
 
+def _serve_keep_alive(port: int, latency: float, events_table: str) -> None:
+    import threading
+
+    from metering_local import aws_endpoint
+
+    mark = b'INTO \\"' + events_table.encode() + b'\\"'
+
+    class Endpoint(aws_endpoint.MotoEndpoint):
+        def handle(self, request):
+            target = request.header("x-amz-target") or ""
+            if target.startswith("DynamoDB_20120810."):
+                time.sleep(latency)
+                if target.endswith(".BatchExecuteStatement") and request.body and mark in request.body:
+                    answer = json.dumps(
+                        {"Responses": [{"TableName": events_table}] * request.body.count(b'"Statement"')}
+                    )
+                    headers = {"Content-Type": "application/x-amz-json-1.0", "x-amzn-RequestId": "bench"}
+                    return 200, headers, answer.encode()
+            return super().handle(request)
+
+    aws_endpoint.MotoEndpoint = Endpoint
+    aws_endpoint.start_moto("127.0.0.1", port)
+    threading.Event().wait()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -129,11 +161,13 @@ def _warm(_) -> int:
     return os.getpid()
 
 
-def _over_http(rows: int, latency: float = LATENCY, invokers: int = INVOKERS) -> dict:
+def _over_http(
+    rows: int, latency: float = LATENCY, invokers: int = INVOKERS, keep_alive: bool = True, gz: bool = False
+) -> dict:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, **BENCH_ENV, "AWS_ENDPOINT_URL": url}
-    code = f"from benchmarks.bulk_upload import serve; serve({port}, {latency}, 'EventsTable')"
+    code = f"from benchmarks.bulk_upload import serve; serve({port}, {latency}, 'EventsTable', {keep_alive})"
     server = subprocess.Popen([sys.executable, "-c", code], env=env)
     saved = dict(os.environ)
     try:
@@ -144,7 +178,7 @@ def _over_http(rows: int, latency: float = LATENCY, invokers: int = INVOKERS) ->
                 break
             except OSError:
                 time.sleep(0.1)
-        return _run_file(rows, invokers)
+        return _run_file(rows, invokers, gz)
     finally:
         server.terminate()
         server.wait()
@@ -152,7 +186,7 @@ def _over_http(rows: int, latency: float = LATENCY, invokers: int = INVOKERS) ->
         os.environ.update(saved)
 
 
-def _run_file(rows: int, invokers: int) -> dict:
+def _run_file(rows: int, invokers: int, gz: bool = False) -> dict:
     import boto3
 
     from benchmarks.common import ROOT
@@ -173,9 +207,10 @@ def _run_file(rows: int, invokers: int) -> dict:
         who, {"display_name": "t", "event_name": "tokens", "default_aggregation": {"formula": "sum"}}
     )
     now = int(time.time())
+    name = "http.csv.gz" if gz else "http.csv"  # gzip: re-chunked by a first pass, then sliced
     with tempfile.NamedTemporaryFile(suffix=".csv") as f:
-        _csv(f.name, rows, now - now % DAY - 3 * DAY, "http", compress=False)
-        key = f"uploads/{account_id}/http.csv"
+        _csv(f.name, rows, now - now % DAY - 3 * DAY, "http", compress=gz)
+        key = f"uploads/{account_id}/{name}"
         boto3.client("s3").upload_file(f.name, "metering-uploads", key)
     etag = boto3.client("s3").head_object(Bucket="metering-uploads", Key=key)["ETag"]
     event = {
@@ -194,7 +229,7 @@ def _run_file(rows: int, invokers: int) -> dict:
         seconds = time.perf_counter() - started
     result = json.loads(
         boto3.client("s3")
-        .get_object(Bucket="metering-uploads", Key=f"results/{account_id}/http.csv.result.json")["Body"]
+        .get_object(Bucket="metering-uploads", Key=f"results/{account_id}/{name}.result.json")["Body"]
         .read()
     )
     assert result["ingested"] == rows, result
@@ -265,4 +300,6 @@ def run() -> list:
 if __name__ == "__main__":
     count = int(sys.argv[1]) if len(sys.argv) > 1 else HTTP_ROWS
     invokers = int(sys.argv[2]) if len(sys.argv) > 2 else INVOKERS
-    print(json.dumps(_over_http(count, invokers=invokers), indent=1))
+    options = sys.argv[3:]
+    figures = _over_http(count, invokers=invokers, keep_alive="close" not in options, gz="gz" in options)
+    print(json.dumps(figures, indent=1))

@@ -2,8 +2,11 @@
 one result and one errors file, rows numbered as in the whole file, exact under crashes of
 any slice, dead slices swept, slices run in any order."""
 
+import gzip
+import json
 import random
 import threading
+import uuid
 
 import boto3
 import pytest
@@ -185,11 +188,136 @@ def test_a_slice_that_keeps_dying_fails_the_file_with_a_reason_once(aws, who, me
     assert event_types(who).count("data_management.import_set.failed") == 1
 
 
-def test_small_gzip_and_quoted_files_are_read_whole(aws, who, meter):
-    quoted = rows_csv(40).replace(b"tokens", b'"tokens"')
+def test_small_gzip_and_quoted_files_are_read_whole(aws, who, meter, monkeypatch):
+    monkeypatch.setattr(bulk, "SLICE_BYTES", 10_000)
+    quoted = rows_csv(40).replace(b",tokens,", b',"tokens",')
     run_all(put(who, "quoted.csv", quoted))
-    assert progress_item(who, "quoted.csv")["slices"] == 0
-    assert result(who, "quoted.csv")["records"] == 40
+    run_all(put(who, "small.csv.gz", gzip.compress(rows_csv(30), mtime=0)))
+    for name, count in (("quoted.csv", 40), ("small.csv.gz", 30)):
+        assert progress_item(who, name)["slices"] == 0
+        assert result(who, name)["records"] == count
+
+
+# Files whose rows can't be cut by bytes (gzip, JSON arrays, quoted CSV) are re-chunked: a
+# first pass writes their rows as JSON Lines parts, which slices ingest concurrently.
+
+
+def json_rows(count: int) -> list[dict]:
+    return [row(i, None if i % 2 == 0 else f"s{i}", "x" if i % 7 == 3 else "1") for i in range(count)]
+
+
+RECHUNKED = {
+    "big.csv.gz": lambda: gzip.compress(rows_csv(100), mtime=0),
+    "big.jsonl.gz": lambda: gzip.compress(jsonl(json_rows(100)), mtime=0),
+    "big.json": lambda: json.dumps(json_rows(100), indent=1).encode(),
+    "quoted.csv": lambda: rows_csv(100).replace(b",tokens,", b',"tokens",'),
+}
+
+
+def other_account():
+    _, account_id = create_key(secret=f"sk_test_{uuid.uuid4().hex[:12]}")
+    other = Principal(account_id, False)
+    body = {"display_name": "Tokens", "event_name": "tokens", "default_aggregation": {"formula": "sum"}}
+    meters.create(other, body | {"value_settings": {"event_payload_key": "tokens"}})
+    return other
+
+
+def read_whole(monkeypatch, name: str, body: bytes) -> tuple[dict, list]:
+    """Result and errors of the same file read by one invocation (not split), in another account."""
+    other = other_account()
+    with monkeypatch.context() as m:
+        m.setattr(bulk, "SLICE_BYTES", 1 << 30)
+        assert run_all(put(other, name, body)) == 1
+    out = result(other, name)
+    return out, errors(other, name) if out["errors_file"] else []
+
+
+def same_outcome(sliced: dict, whole: dict) -> bool:
+    keys = ("status", "records", "ingested", "errors", "failed_reason")
+    return [sliced[k] for k in keys] == [whole[k] for k in keys]
+
+
+@pytest.mark.parametrize("name", list(RECHUNKED))
+def test_a_file_not_cut_by_bytes_is_rechunked_and_gives_the_unsliced_result(
+    aws, who, meter, monkeypatch, name
+):
+    body = RECHUNKED[name]()
+    event = put(who, name, body)
+    invocations = run_all(event)
+    file = progress_item(who, name)
+    assert file["slices"] >= 3 and invocations == file["slices"] + 1 and file["status"] == "done"
+    whole, whole_errors = read_whole(monkeypatch, name, body)
+    out = result(who, name)
+    assert same_outcome(out, whole) and out["errors"] == len([i for i in range(100) if i % 7 == 3])
+    assert errors(who, name) == whole_errors  # row numbers and derived identifiers of the whole file
+    assert stored(who) == (out["ingested"], out["ingested"])
+    assert event_types(who).count("data_management.import_set.succeeded") == 1
+    s3 = boto3.client("s3")
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix="results/.parts/")["KeyCount"] == 0
+
+
+def test_a_broken_gzip_fails_after_the_rows_before_the_break_as_when_read_whole(aws, who, meter, monkeypatch):
+    monkeypatch.setattr(bulk, "SLICE_BYTES", 8000)
+    monkeypatch.setattr(bulk, "BATCH_ROWS", 100)
+    monkeypatch.setattr(bulk, "CHECKPOINT_ROWS", 200)
+    body = gzip.compress(rows_csv(2000, bad=lambda i: False), mtime=0)[:-40]  # cut short
+    run_all(put(who, "cut.csv.gz", body))
+    assert progress_item(who, "cut.csv.gz")["slices"] >= 2
+    whole, _ = read_whole(monkeypatch, "cut.csv.gz", body)
+    out = result(who, "cut.csv.gz")
+    assert out["status"] == "failed" and out["records"] > 0 and same_outcome(out, whole)
+    assert stored(who) == (out["ingested"], out["ingested"])
+    assert event_types(who).count("data_management.import_set.failed") == 1
+
+
+def test_a_first_pass_that_crashed_is_redone_and_counts_once(aws, who, meter, monkeypatch):
+    body = gzip.compress(jsonl(json_rows(100)), mtime=0)
+    event = put(who, "redo.jsonl.gz", body)
+    client, failures = bulk.aws.s3(), []
+    real_put = client.put_object
+
+    def flaky_put(**kwargs):
+        if "/rows-00002" in kwargs["Key"] and not failures:
+            failures.append(kwargs["Key"])
+            raise ConnectionError("injected: the first pass died writing its third part")
+        return real_put(**kwargs)
+
+    monkeypatch.setattr(client, "put_object", flaky_put)
+    with pytest.raises(ConnectionError):
+        bulk.handle(event, lambda: 900_000)
+    assert failures and progress_item(who, "redo.jsonl.gz").get("slices") is None
+    slices = bulk.handle(event, lambda: 900_000)["continuations"]  # S3's retry: the pass again
+    for s in slices + slices[:2]:  # two slices delivered twice
+        run_all(s)
+    out = result(who, "redo.jsonl.gz")
+    whole, whole_errors = read_whole(monkeypatch, "redo.jsonl.gz", body)
+    assert same_outcome(out, whole) and errors(who, "redo.jsonl.gz") == whole_errors
+    assert stored(who) == (out["ingested"], out["ingested"])
+
+
+def test_a_rechunked_slice_that_crashed_after_writing_resumes_exactly(aws, who, meter, monkeypatch):
+    monkeypatch.setattr(bulk, "SLICE_BYTES", 1500)  # parts of about 12 rows: 3 batches
+    event = put(who, "crash.json", RECHUNKED["big.json"]())
+    slices = bulk.handle(event, lambda: 900_000)["continuations"]
+    real, calls = event_store.record_many, []
+
+    def crashing(events, **kw):
+        out = real(events, **kw)
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("injected crash after writing")
+        return out
+
+    monkeypatch.setattr(event_store, "record_many", crashing)
+    with pytest.raises(RuntimeError):
+        run_all(slices[1])
+    monkeypatch.setattr(event_store, "record_many", real)
+    for s in slices:  # S3-style retries of every slice, the crashed one included
+        run_all(s)
+    out = result(who, "crash.json")
+    bad = len([i for i in range(100) if i % 7 == 3])
+    assert (out["records"], out["ingested"], out["errors"]) == (100, 100 - bad, bad)
+    assert stored(who) == (out["ingested"], out["ingested"])
 
 
 IDENTIFIERS = st.one_of(st.none(), st.sampled_from([f"k{i}" for i in range(8)]))
@@ -201,10 +329,9 @@ IDENTIFIERS = st.one_of(st.none(), st.sampled_from([f"k{i}" for i in range(8)]))
     slice_bytes=st.integers(60, 400),
     crashes=st.lists(st.integers(1, 6), max_size=3),
     seed=st.integers(0, 1000),
+    fmt=st.sampled_from([".jsonl", ".json", ".jsonl.gz"]),
 )
-def test_sliced_files_never_count_a_row_twice(aws, monkeypatch, rows, slice_bytes, crashes, seed):
-    import uuid
-
+def test_sliced_files_never_count_a_row_twice(aws, monkeypatch, rows, slice_bytes, crashes, seed, fmt):
     who = Principal(f"acct_{uuid.uuid4().hex[:12]}", False)
     create_key(account_id=who.account_id, secret=f"sk_test_{who.account_id}")
     meters.create(
@@ -217,8 +344,11 @@ def test_sliced_files_never_count_a_row_twice(aws, monkeypatch, rows, slice_byte
         },
     )
     monkeypatch.setattr(bulk, "SLICE_BYTES", slice_bytes)
-    body = jsonl([row(i, ident, tokens) for i, (ident, tokens) in enumerate(rows)])
-    event = put(who, "p.jsonl", body)
+    listed = [row(i, ident, tokens) for i, (ident, tokens) in enumerate(rows)]
+    body = json.dumps(listed, indent=1).encode() if fmt == ".json" else jsonl(listed)
+    body = gzip.compress(body, mtime=0) if fmt.endswith(".gz") else body
+    name = f"p{fmt}"
+    event = put(who, name, body)
     real, plan, calls = event_store.record_many, list(crashes), {"n": 0}
 
     def crashing(events, **kw):
@@ -242,7 +372,7 @@ def test_sliced_files_never_count_a_row_twice(aws, monkeypatch, rows, slice_byte
         except RuntimeError:
             pending.append(current)  # S3 / Lambda retry the invocation
     monkeypatch.setattr(event_store, "record_many", real)
-    out = result(who, "p.jsonl")
+    out = result(who, name)
     count, _ = stored(who)
     valid = [(i, ident) for i, (ident, tokens) in enumerate(rows) if tokens != "x"]
     named = {ident for _, ident in valid if ident is not None}

@@ -5,6 +5,7 @@ identifier dedup; the rest of the batch is stored. Per-statement faults belong t
 event only. Stream records are produced for inserted items, so the rollups count them.
 """
 
+import json
 import time
 from decimal import Decimal
 
@@ -253,24 +254,27 @@ def test_the_hot_client_sends_the_body_botocore_would_send(aws):
 
 
 def test_the_hot_path_item_is_the_item_of_a_single_write(aws, meter):
-    """`_raw_item` builds, attribute for attribute and in order, what `record`'s put stores."""
+    """`_raw_json` writes, attribute for attribute and in order, what `record`'s put stores."""
     from dataclasses import replace
 
+    ODD = 'c"\\é\u2028😀'  # noqa: N806  (quotes, a backslash, non-ASCII, a line separator, astral)
     base = accepted("same", "2.50")
     variants = [
         base,
         replace(base, value=None, payload={"stripe_customer_id": "c"}),
         replace(base, meter={**base.meter, "alerts": 3}),
         replace(base, identifier="it's", livemode=True),
+        replace(base, payload={"stripe_customer_id": ODD, "k'ey": "\x01"}, customer=ODD),
     ]
     for event in variants:
         for source in ("file#7", None):
             attrs = event_store._attributes(event, "00000000000000000042", 1234, source, None)
             key = event_store.event_key(event.scope, event.identifier)
             expected = store.to_item({**key, **attrs, "t": "raw"})
-            built = event_store._raw_item(event, "00000000000000000042", 1234, source)
-            assert built == expected
-            assert list(built) == list(expected)
+            pk, names, params = event_store._raw_json(event, "00000000000000000042", 1234, source)
+            assert pk == expected["pk"]["S"]
+            assert list(names) == list(expected)
+            assert json.loads(params) == list(expected.values())
 
 
 def test_the_insert_answer_is_read_as_botocore_reads_it(aws, meter):

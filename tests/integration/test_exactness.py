@@ -299,11 +299,12 @@ def test_concurrent_shards_on_the_same_buckets_stay_exact(aws):
     for n, changes in enumerate(by_item.values()):
         shards[n % 2].extend(changes)
 
-    def run(shard):
+    def run(shard, shard_id):
         for start in range(0, len(shard), 10):
-            assert aggregate.handle_batch(shard[start : start + 10]) == {"batchItemFailures": []}
+            batch = shard[start : start + 10]
+            assert aggregate.handle_batch(batch, shard_id) == {"batchItemFailures": []}
 
-    threads = [threading.Thread(target=run, args=(s,)) for s in shards]
+    threads = [threading.Thread(target=run, args=(s, f"shard-{n}")) for n, s in enumerate(shards)]
     for t in threads:
         t.start()
     for t in threads:

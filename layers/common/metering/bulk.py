@@ -20,6 +20,7 @@ an object replaced under the same key is never read as the old version's rows.
 """
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -27,6 +28,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from urllib.parse import unquote_plus
 
@@ -68,6 +70,7 @@ class Progress:
     lease: int = 0
     slices: int | None = None  # file: number of slices once planned (0: not split)
     span: tuple[int, int, int, int] | None = None  # slice: (start, end, rows before it, header end)
+    part: int | None = None  # slice of a re-chunked file: the number of its rows part
 
     @classmethod
     def from_item(cls, item: dict) -> "Progress":
@@ -82,6 +85,7 @@ class Progress:
             int(item.get("lease", 0)),
             int(item["slices"]) if item.get("slices") is not None else None,
             tuple(int(x) for x in span) if span else None,
+            int(item["part"]) if item.get("part") is not None else None,
         )
 
 
@@ -125,6 +129,10 @@ class Upload:
 
     def part_key(self, first_row: int) -> str:
         return f"{RESULTS}.parts/{self.etag}/{self.path_hash}/{first_row:012d}.csv"
+
+    def rows_part_key(self, number: int) -> str:
+        """Rows of a re-chunked file (gzip, JSON array, quoted CSV) for slice `number`."""
+        return f"{RESULTS}.parts/{self.etag}/{self.path_hash}/rows-{number:05d}.jsonl"
 
     def marker_key(self, name: str) -> dict:
         """A main table key next to the file's progress item, for `notifications.publish_once`."""
@@ -286,6 +294,43 @@ def _write(accepted: list, sources: list, segment: Segment) -> None:
             segment.ingested += 1
 
 
+@functools.cache
+def _batch_writer() -> ThreadPoolExecutor:
+    """The threads batches' writes wait on while the next batch is read and checked (one batch
+    in flight per invocation; several invocations may share a process locally)."""
+    return ThreadPoolExecutor(max_workers=8, thread_name_prefix="bulk-batch")
+
+
+@dataclass
+class _InFlight:
+    """A checked batch whose writes are under way; its checks and writes kept apart until they end."""
+
+    checked: Segment
+    written: Segment
+    future: Future
+
+    def land(self, segment: Segment) -> None:
+        """Wait for the writes; add the batch to the segment as `_check_rows` then `_write` would."""
+        self.future.result()
+        segment.records += self.checked.records
+        segment.last_row = self.checked.last_row
+        segment.ingested += self.written.ingested
+        segment.errors += self.checked.errors + self.written.errors
+        segment.failures += self.checked.failures + self.written.failures
+
+    def wait(self) -> None:
+        """Let the writes end (an error is already propagating)."""
+        try:
+            self.future.result()
+        except Exception:  # noqa: S110  (the error being raised says what went wrong)
+            pass
+
+
+def _start_write(checked: Segment, accepted: list, sources: list) -> _InFlight:
+    written = Segment(checked.first_row)
+    return _InFlight(checked, written, _batch_writer().submit(_write, accepted, sources, written))
+
+
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -362,6 +407,9 @@ def _open_rows(upload: Upload, progress: Progress) -> Iterator:
     """(row number, fields) of the file or slice after the checkpoint row, read from S3 pinned
     to the notified ETag. A slice reads its byte range, after the CSV header (read apart)."""
     fmt, gz = file_format(upload.key)
+    if progress.part is not None:
+        body = aws.s3().get_object(Bucket=upload.bucket, Key=upload.rows_part_key(progress.part))["Body"]
+        return _part_rows(body, progress.row)
     if progress.span is None:
         stream = S3Object(
             upload.bucket, upload.key, boto3_client=aws.s3(), is_gzip=gz, IfMatch=f'"{upload.etag}"'
@@ -374,6 +422,19 @@ def _open_rows(upload: Upload, progress: Progress) -> Iterator:
 
 
 CHUNK_BYTES = 1 << 20
+
+
+def _part_rows(body, after: int) -> Iterator:
+    """(row number, fields) of a rows part after row `after`; a problem line ends the file."""
+    for line in body.iter_lines(chunk_size=CHUNK_BYTES):
+        if not line:
+            continue
+        value = json.loads(line)
+        if isinstance(value, dict):
+            raise FileProblem(value["problem"])
+        number, fields = value
+        if number > after:
+            yield number, fields
 
 
 class _Ranges(io.RawIOBase):
@@ -405,31 +466,57 @@ class _Ranges(io.RawIOBase):
 
 
 def _ingest(upload: Upload, progress: Progress, livemode: bool, remaining_ms, started: float) -> list[dict]:
+    """Rows in batches: a batch is read and checked while the one before it is written (one
+    batch in flight; its outcome is added to the segment before the next one is written)."""
     segment = Segment(progress.row + 1)
+    in_flight: _InFlight | None = None
+
+    def landed() -> dict | None:
+        """Add the batch in flight to the segment; a continuation when time ran low after a checkpoint."""
+        nonlocal in_flight, segment
+        batch, in_flight = in_flight, None
+        batch.land(segment)
+        if segment.last_row - segment.first_row + 1 >= CHECKPOINT_ROWS:
+            _close_segment(upload, progress, segment, livemode, started)
+            segment = Segment(segment.last_row + 1)
+            if remaining_ms() < LOW_TIME_MS:
+                return {"continuation": {**upload.reference, "lease": progress.lease}}
+        return None
+
     try:
         remaining = _open_rows(upload, progress)
         for batch in _batches(remaining, BATCH_ROWS):
+            checked = Segment(batch[0][0])
             with meter_lookup.batch():
-                accepted, sources = _check_rows(upload, livemode, batch, segment)
-            _write(accepted, sources, segment)
-            if segment.last_row - segment.first_row + 1 >= CHECKPOINT_ROWS:
-                _close_segment(upload, progress, segment, livemode, started)
-                segment = Segment(segment.last_row + 1)
-                if remaining_ms() < LOW_TIME_MS:
-                    return [{"continuation": {**upload.reference, "lease": progress.lease}}]
+                accepted, sources = _check_rows(upload, livemode, batch, checked)
+            if in_flight is not None and (continuation := landed()) is not None:
+                return [continuation]  # the batch just checked is read again by the continuation
+            in_flight = _start_write(checked, accepted, sources)
+        if in_flight is not None and (continuation := landed()) is not None:
+            return [continuation]
     except FileProblem as exc:
+        if in_flight is not None:
+            in_flight.land(segment)
         _close_segment(upload, progress, segment, livemode, started)  # rows read before the problem
         return _end(upload, progress, str(exc), livemode)
     except ClientError as exc:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if status not in (404, 412):
+            if in_flight is not None:
+                in_flight.wait()
             raise
+        if in_flight is not None:
+            in_flight.land(segment)
         _close_segment(upload, progress, segment, livemode, started)
         if status == 404:
             return _end(upload, progress, "The object was deleted before it was read.", livemode)
         # The newer object has its own notification and writes the results under this path.
         reason = "The object was replaced by a newer upload under the same key before it was read."
         return _end(upload, progress, reason, livemode, write_result=False)
+    except BaseException:
+        if in_flight is not None:
+            in_flight.wait()  # no write of this invocation goes on after it gave the file up
+        raise
     _close_segment(upload, progress, segment, livemode, started)
     return _end(upload, progress, None, livemode)
 
@@ -445,26 +532,33 @@ def _end(upload: Upload, progress: Progress, reason: str | None, livemode: bool,
 # Files split into slices: a plain .csv or .jsonl file larger than SLICE_BYTES is cut at line
 # boundaries into byte ranges, each with the number of rows before it, so every row keeps
 # the number (source tag, derived identifier, errors file row) it has in the whole file.
-# Each slice is ingested by its own invocation with its own progress item (checkpoints,
-# lease, resume, sweep); the last one to finish writes the file's result.
+# A file that can't be cut by bytes (gzip, a JSON array, a CSV with quoted cells) is
+# re-chunked: a first pass writes its parsed, numbered rows as JSON Lines parts, one per
+# slice (`_rechunk`). Each slice is ingested by its own invocation with its own progress
+# item (checkpoints, lease, resume, sweep); the last one to finish writes the file's result.
 
 
 def _split(upload: Upload, progress: Progress) -> int:
     """Plan the file's slices once (0: the file is read whole); returns their number."""
-    fmt, gz = file_format(upload.key) if upload.key.lower().endswith((".csv", ".jsonl")) else (None, True)
-    plan = []
-    if not gz:
+    try:
+        fmt, gz = file_format(upload.key)
+    except FileProblem:
+        fmt, gz = None, False  # reading it says so
+    plan, parts = [], []
+    if fmt is not None:
         try:
             head = aws.s3().head_object(Bucket=upload.bucket, Key=upload.key, IfMatch=f'"{upload.etag}"')
         except ClientError:
             head = {}  # deleted or replaced: reading it says so
         size = int(head.get("ContentLength", 0))
-        if size > SLICE_BYTES:
+        if not gz and fmt != ".json" and size > SLICE_BYTES:
             target = max(SLICE_BYTES, -(-size // MAX_SLICES))
             body = aws.s3().get_object(Bucket=upload.bucket, Key=upload.key, IfMatch=f'"{upload.etag}"')[
                 "Body"
             ]
             plan = slice_plan(body, fmt, target)
+        if len(plan) <= 1 and size > (SLICE_BYTES // GZIP_RATIO if gz else SLICE_BYTES):
+            plan, parts = [], _rechunk(upload, progress, fmt, gz)
     table = settings().main_table
     for number, span in enumerate(plan if len(plan) > 1 else []):
         item = {
@@ -482,9 +576,67 @@ def _split(upload: Upload, progress: Progress) -> int:
             "file": upload.key,
         }
         store.put_new(table, item)  # planned again after a crash: the same slices, kept as they are
-    slices = len(plan) if len(plan) > 1 else 0
+    for number, before in enumerate(parts):
+        item = {**upload.sliced(number).progress_key, "row": before, "records": 0, "ingested": 0, "errors": 0}
+        item |= {"parts": [], "status": "running", "lease": NOT_STARTED, "part": number, "file": upload.key}
+        store.put_new(table, item)
+    slices = len(plan) if len(plan) > 1 else len(parts)
     _update(upload, "SET slices = :n", "lease = :mine", {":n": slices, ":mine": progress.lease})
     return slices
+
+
+GZIP_RATIO = 4  # a gzip file over SLICE_BYTES / 4 compressed is re-chunked (CSV and JSON compress 5-10x)
+
+
+def _rechunk(upload: Upload, progress: Progress, fmt: str, gz: bool) -> list[int]:
+    """The first pass over a file that can't be cut by bytes (gzip, a JSON array, a CSV with
+    quoted cells): its rows, read once as a stream, written as JSON Lines parts of about
+    SLICE_BYTES (`[row number, fields]` per line, the whole-file numbers), each a slice's
+    input. Returns the rows before each part; [] when it holds one part at most (read whole).
+
+    The cut depends on the file only, so a pass run again (a crash, a duplicate delivery that
+    took over) writes the same parts. A problem that fails the file (bytes not UTF-8, a broken
+    gzip stream, invalid JSON) ends the last part with a `{"problem": reason}` line: its slice
+    fails the file with that reason after the rows before it, as the whole file's read would.
+    Memory holds one part."""
+    stream = S3Object(
+        upload.bucket, upload.key, boto3_client=aws.s3(), is_gzip=gz, IfMatch=f'"{upload.etag}"'
+    )
+    befores: list[int] = []
+    lines: list[str] = []
+    size, before, last, problem = 0, 0, 0, None
+
+    def flush() -> None:
+        nonlocal lines, size, before
+        body = ("\n".join(lines) + "\n").encode("ascii") if lines else b""
+        aws.s3().put_object(Bucket=upload.bucket, Key=upload.rows_part_key(len(befores)), Body=body)
+        befores.append(before)
+        lines, size, before = [], 0, last
+        renewed = int(time.time()) + LEASE_SECONDS  # the pass may outlast one lease
+        _update(upload, "SET lease = :new", "lease = :old", {":new": renewed, ":old": progress.lease})
+        progress.lease = renewed
+
+    try:
+        for number, fields in rows(stream, fmt):
+            if size >= SLICE_BYTES:
+                flush()
+            line = json.dumps([number, fields], separators=(",", ":"))
+            lines.append(line)
+            size, last = size + len(line) + 1, number
+    except FileProblem as exc:
+        problem = str(exc)
+    except ClientError as exc:
+        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (404, 412):
+            for number in range(len(befores)):
+                aws.s3().delete_object(Bucket=upload.bucket, Key=upload.rows_part_key(number))
+            return []  # read whole, which says so
+        raise
+    if not befores:
+        return []  # one part: the file is read whole (nothing written)
+    if problem is not None:
+        lines.append(json.dumps({"problem": problem}))
+    flush()
+    return befores
 
 
 def _slice_items(upload: Upload) -> list[dict]:
@@ -581,6 +733,8 @@ def _finish_slices(upload: Upload, progress: Progress, slices: list[dict], livem
     progress.row = max(int(i["row"]) for i in slices)
     reasons = [i["reason"] for i in sorted(slices, key=lambda i: i["sk"]) if i.get("reason")]
     write_result = all(i.get("write_result", True) for i in slices)
+    for number in sorted(int(i["part"]) for i in slices if i.get("part") is not None):
+        aws.s3().delete_object(Bucket=upload.bucket, Key=upload.rows_part_key(number))  # all read
     _finish(upload, progress, reasons[0] if reasons else None, livemode, write_result)
 
 

@@ -270,15 +270,49 @@ EXCEPTION_CODES = {  # a statement's error code as the exception code a single w
 class _Insert:
     event: Accepted
     source: str | None
-    item: dict
+    pk: str
+    names: tuple[str, ...]  # the item's attribute names, in order
+    params: str  # the item's values (DynamoDB JSON) as one JSON array
     received: int
+
+    @property
+    def item(self) -> dict:
+        return dict(zip(self.names, json.loads(self.params), strict=True))
+
+    def statement(self, table: str) -> "_Encoded":
+        return _Encoded(
+            f'{{"Statement":{_encode(_statement_text(table, self.names))},"Parameters":{self.params}}}'
+        )
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """A statement already written as JSON, for the hot client's body (`_JsonBody`)."""
+
+    text: str
+
+    def decoded(self) -> dict:
+        return json.loads(self.text)
+
+
+_encode = json.encoder.encode_basestring_ascii  # a JSON string, as json.dumps writes it
 
 
 def insert_statement(table: str, item: dict) -> dict:
     """`INSERT INTO "<table>" VALUE {'name': ?, ...}` with the item's values as parameters."""
-    names = list(item)
+    return {"Statement": _statement_text(table, tuple(item)), "Parameters": list(item.values())}
+
+
+@functools.lru_cache(maxsize=256)
+def _statement_json(table: str, names: tuple[str, ...]) -> str:
+    return _encode(_statement_text(table, names))
+
+
+@functools.lru_cache(maxsize=256)
+def _statement_text(table: str, names: tuple[str, ...]) -> str:
+    """The statement of an item with these attribute names (events have a few shapes)."""
     fields = ", ".join("'" + name.replace("'", "''") + "': ?" for name in names)
-    return {"Statement": f'INSERT INTO "{table}" VALUE {{{fields}}}', "Parameters": [item[n] for n in names]}
+    return f'INSERT INTO "{table}" VALUE {{{fields}}}'
 
 
 def _insert_all(pairs: list[tuple[Accepted, str | None]], workers: int) -> list:
@@ -291,14 +325,12 @@ def _insert_all(pairs: list[tuple[Accepted, str | None]], workers: int) -> list:
     inserts, rounds, seen = [], [], {}
     for event, source in pairs:
         received = int(clock.now())
-        attrs = _attributes(event, f"{monotonic_ns():020d}", received, source, None)
-        key_ = event_key(event.scope, event.identifier)
-        item = _to_item({**key_, **attrs, "t": "raw"})
-        occurrence = seen[key_["pk"]] = seen.get(key_["pk"], -1) + 1
+        pk, names, params = _raw_json(event, f"{monotonic_ns():020d}", received, source)
+        occurrence = seen[pk] = seen.get(pk, -1) + 1
         if occurrence == len(rounds):
             rounds.append([])
         rounds[occurrence].append(len(inserts))
-        inserts.append(_Insert(event, source, item, received))
+        inserts.append(_Insert(event, source, pk, names, params, received))
     results: list = [None] * len(inserts)
     for members in rounds:
         chunks = [members[i : i + BATCH_STATEMENTS] for i in range(0, len(members), BATCH_STATEMENTS)]
@@ -310,6 +342,63 @@ def _insert_all(pairs: list[tuple[Accepted, str | None]], workers: int) -> list:
             for i, outcome in zip(chunk, outcomes, strict=True):
                 results[i] = outcome
     return results
+
+
+def _raw_json(event: Accepted, seq: str, received: int, source: str | None) -> tuple[str, tuple, str]:
+    """(pk, attribute names, values as a JSON array) of the item `record` puts for a raw event,
+    `_to_item({**event_key(...), **_attributes(...), "t": "raw"})`, written as JSON text
+    directly: building the item's maps and encoding them with json.dumps costs twice the CPU."""
+    scope, payload = event.scope, event.payload
+    pk = key("A", scope, "ID", part(event.identifier))
+    names = ["pk", "sk"]
+    values = [f'{{"S":{_encode(pk)}}}', '{"S":"EV"}']
+    for name, v in (
+        ("src", source),
+        ("scope", scope),
+        ("mid", event.meter["id"]),
+        ("en", event.event_name),
+        ("f", event.formula),
+        ("cust", event.customer),
+        ("ts", event.timestamp),
+        ("v", format_decimal(event.value) if event.value is not None else None),
+        ("ident", event.identifier),
+        ("seq", seq),
+    ):
+        if v is not None:
+            names.append(name)
+            values.append(_json_value(v))
+    names += ["rcv", "payload"]
+    values.append(f'{{"N":"{received}"}}')
+    if all(type(v) is str for v in payload.values()) and all(type(k) is str for k in payload):
+        values.append(
+            '{"M":{' + ",".join(f'{_encode(k)}:{{"S":{_encode(v)}}}' for k, v in payload.items()) + "}}"
+        )
+    else:
+        values.append(json.dumps(_value(payload), separators=(",", ":")))
+    if event.livemode is not None:
+        names.append("live")
+        values.append(_json_value(event.livemode))
+    names += ["st", "expires_at"]
+    values += ['{"S":"ok"}', f'{{"N":"{received + RETENTION_SECONDS}"}}']
+    alerts = event.meter.get("alerts") or None
+    if alerts is not None:
+        names.append("al")
+        values.append(_json_value(alerts))
+    names.append("t")
+    values.append('{"S":"raw"}')
+    return pk, tuple(names), "[" + ",".join(values) + "]"
+
+
+def _json_value(v) -> str:
+    """`json.dumps(_value(v))` for the scalar types events hold."""
+    kind = type(v)
+    if kind is str:
+        return f'{{"S":{_encode(v)}}}'
+    if kind is int:
+        return f'{{"N":"{v}"}}'
+    if kind is bool:
+        return '{"BOOL":true}' if v else '{"BOOL":false}'
+    return json.dumps(_value(v), separators=(",", ":"))
 
 
 def _to_item(data: dict) -> dict:
@@ -341,11 +430,15 @@ def _insert_chunk(table: str, chunk: list[_Insert]) -> list:
     out: dict[int, object] = {}
     duplicates: list[int] = []
     pending = list(range(len(chunk)))
+    writer = _writer()
+    encoded = isinstance(getattr(writer, "_serializer", None), _JsonBody)  # else plain parameters
     for attempt in range(STATEMENT_ATTEMPTS):
         try:
-            responses = _writer().batch_execute_statement(
-                Statements=[insert_statement(table, chunk[i].item) for i in pending]
-            )["Responses"]
+            statements = [
+                chunk[i].statement(table) if encoded else insert_statement(table, chunk[i].item)
+                for i in pending
+            ]
+            responses = writer.batch_execute_statement(Statements=statements)["Responses"]
         except Exception as exc:  # the request failed after botocore's retries: outcome unknown
             for i in pending:
                 out[i] = exc
@@ -448,8 +541,15 @@ def _writer():
                 client = boto3.client("dynamodb", config=config)
                 if hasattr(client, "_serializer"):
                     client._serializer = _JsonBody(client._serializer)
+                endpoint = getattr(client, "_endpoint", None)
+                if hasattr(endpoint, "_response_parser_factory"):
+                    endpoint._response_parser_factory = _JsonParsers(endpoint._response_parser_factory)
                 _writer_of = (base, client)
     return _writer_of[1]
+
+
+def _dumps(value) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 class _JsonBody:
@@ -465,13 +565,53 @@ class _JsonBody:
     def serialize_to_request(self, parameters, operation_model):
         if operation_model.name != "BatchExecuteStatement":
             return self._real.serialize_to_request(parameters, operation_model)
+        statements = parameters.get("Statements")
+        if isinstance(statements, list) and any(isinstance(s, _Encoded) for s in statements):
+            if set(parameters) == {"Statements"}:
+                texts = [s.text if isinstance(s, _Encoded) else _dumps(s) for s in statements]
+                request = self._real.serialize_to_request({"Statements": []}, operation_model)
+                request["body"] = ('{"Statements":[' + ",".join(texts) + "]}").encode("utf-8")
+                return request
+            statements = [s.decoded() if isinstance(s, _Encoded) else s for s in statements]
+            parameters = {**parameters, "Statements": statements}
         try:
-            body = json.dumps(parameters, separators=(",", ":")).encode("utf-8")
+            body = _dumps(parameters).encode("utf-8")
         except (TypeError, ValueError):
             return self._real.serialize_to_request(parameters, operation_model)
         request = self._real.serialize_to_request({"Statements": []}, operation_model)
         request["body"] = body
         return request
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+FAST_OUTPUTS = {"BatchExecuteStatementOutput"}
+
+
+class _JsonParsers:
+    """botocore's response parser factory, except that the body of a successful
+    BatchExecuteStatement answer is taken as `json.loads` gives it: its members (Responses of
+    TableName and Error code and message; the inserts return no items) are JSON as modelled,
+    and walking the shape model for 25 responses costs more CPU than the request's signing.
+    Error answers, metadata and every other operation go through botocore as usual."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def create_parser(self, protocol_name):
+        parser = self._real.create_parser(protocol_name)
+        handle = getattr(parser, "_handle_json_body", None)
+        if handle is None:
+            return parser
+
+        def handle_json_body(raw_body, shape):
+            if shape is not None and shape.name in FAST_OUTPUTS:
+                return parser._parse_body_as_json(raw_body)
+            return handle(raw_body, shape)
+
+        parser._handle_json_body = handle_json_body
+        return parser
 
     def __getattr__(self, name):
         return getattr(self._real, name)
