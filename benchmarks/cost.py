@@ -156,6 +156,8 @@ class Meter:
                         self.wru += 1
         elif op == "BatchExecuteStatement":
             for statement in params["Statements"]:
+                if hasattr(statement, "decoded"):  # the hot path's statements, already JSON
+                    statement = statement.decoded()
                 if statement["Statement"].lstrip().upper().startswith("INSERT"):
                     names = statement["Statement"].split("{", 1)[1].split("'")[1::2]
                     item = dict(zip(names, statement.get("Parameters", []), strict=False))
