@@ -189,18 +189,11 @@ def _over_http(
 def _run_file(rows: int, invokers: int, gz: bool = False) -> dict:
     import boto3
 
-    from benchmarks.common import ROOT
-    from metering import aws, config, meters
+    from benchmarks.common import provision
+    from metering import meters
     from metering.accounts import Principal, create_key
-    from metering_local import aws_endpoint
-    from metering_local.template import Template
 
-    template = Template.load(ROOT / "template.yaml")
-    names = aws_endpoint.provision(template, "metering-uploads")
-    os.environ.update(aws_endpoint.function_environment(template, names))
-    os.environ["UPLOAD_BUCKET"] = "metering-uploads"
-    config.settings.cache_clear()
-    aws.reset()
+    provision()
     _, account_id = create_key(secret="sk_test_bench_bulk_http")
     who = Principal(account_id, False)
     meters.create(

@@ -52,6 +52,21 @@ BENCH_ENV = dict(
 )
 
 
+def provision():
+    """The template's tables, bucket and bus on the current endpoint; env set as for the handlers."""
+    from metering import aws, config
+    from metering_local import aws_endpoint
+    from metering_local.template import Template
+
+    template = Template.load(ROOT / "template.yaml")
+    names = aws_endpoint.provision(template, "metering-uploads")
+    os.environ.update(aws_endpoint.function_environment(template, names))
+    os.environ["UPLOAD_BUCKET"] = "metering-uploads"
+    config.settings.cache_clear()
+    aws.reset()
+    return names
+
+
 @contextlib.contextmanager
 def moto_account():
     """In-process moto with the template's tables, bucket and bus; env set as for the handlers."""
@@ -60,18 +75,11 @@ def moto_account():
     from moto import mock_aws
 
     from metering import aws, config
-    from metering_local import aws_endpoint, moto_atomic
-    from metering_local.template import Template
+    from metering_local import moto_atomic
 
     moto_atomic.install()
     with mock_aws():
-        template = Template.load(ROOT / "template.yaml")
-        names = aws_endpoint.provision(template, "metering-uploads")
-        os.environ.update(aws_endpoint.function_environment(template, names))
-        os.environ["UPLOAD_BUCKET"] = "metering-uploads"
-        config.settings.cache_clear()
-        aws.reset()
-        yield names
+        yield provision()
         config.settings.cache_clear()
         aws.reset()
 
