@@ -99,15 +99,15 @@ def test_slices_run_in_any_order_and_concurrently_count_once(aws, who, meter):
     assert event_types(who).count("data_management.import_set.succeeded") == 1
 
 
-def test_a_slice_that_crashed_after_writing_resumes_exactly(aws, who, meter, monkeypatch):
-    event = put(who, "crash.csv", rows_csv(100))
-    slices = bulk.handle(event, lambda: 900_000)["continuations"]
+def crash_second_slice_then_retry_all(monkeypatch, slices: list, after_writes: int) -> None:
+    """Slice 1 dies right after its `after_writes`-th batch of writes; then every slice is
+    delivered again, as S3 retries them, the crashed one included."""
     real, calls = event_store.record_many, []
 
     def crashing(events, **kw):
         out = real(events, **kw)
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == after_writes:
             raise RuntimeError("injected crash after writing")
         return out
 
@@ -115,8 +115,14 @@ def test_a_slice_that_crashed_after_writing_resumes_exactly(aws, who, meter, mon
     with pytest.raises(RuntimeError):
         run_all(slices[1])
     monkeypatch.setattr(event_store, "record_many", real)
-    for s in slices:  # S3-style retries of every slice, the crashed one included
+    for s in slices:
         run_all(s)
+
+
+def test_a_slice_that_crashed_after_writing_resumes_exactly(aws, who, meter, monkeypatch):
+    event = put(who, "crash.csv", rows_csv(100))
+    slices = bulk.handle(event, lambda: 900_000)["continuations"]
+    crash_second_slice_then_retry_all(monkeypatch, slices, after_writes=3)
     out = result(who, "crash.csv")
     assert (out["records"], out["ingested"]) == (100, 100 - len([i for i in range(100) if i % 7 == 3]))
     assert stored(who) == (out["ingested"], out["ingested"])
@@ -299,21 +305,7 @@ def test_a_rechunked_slice_that_crashed_after_writing_resumes_exactly(aws, who, 
     monkeypatch.setattr(bulk, "SLICE_BYTES", 1500)  # parts of about 12 rows: 3 batches
     event = put(who, "crash.json", RECHUNKED["big.json"]())
     slices = bulk.handle(event, lambda: 900_000)["continuations"]
-    real, calls = event_store.record_many, []
-
-    def crashing(events, **kw):
-        out = real(events, **kw)
-        calls.append(1)
-        if len(calls) == 2:
-            raise RuntimeError("injected crash after writing")
-        return out
-
-    monkeypatch.setattr(event_store, "record_many", crashing)
-    with pytest.raises(RuntimeError):
-        run_all(slices[1])
-    monkeypatch.setattr(event_store, "record_many", real)
-    for s in slices:  # S3-style retries of every slice, the crashed one included
-        run_all(s)
+    crash_second_slice_then_retry_all(monkeypatch, slices, after_writes=2)
     out = result(who, "crash.json")
     bad = len([i for i in range(100) if i % 7 == 3])
     assert (out["records"], out["ingested"], out["errors"]) == (100, 100 - bad, bad)
