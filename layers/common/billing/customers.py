@@ -41,16 +41,6 @@ def _models() -> dict[str, Any]:
     Phone = Annotated[str, Field(max_length=20)]
     Prefix = Annotated[str, Field(pattern=r"^[A-Z0-9]{1,12}$")]
 
-    class CustomerCreate(Strict):
-        email: Email | None = None
-        name: Name | None = None
-        description: Description | None = None
-        phone: Phone | None = None
-        invoice_prefix: Prefix | None = None
-        metadata: Any = None
-        test_clock: ObjectId | None = None
-        expand: Expand = None
-
     class CustomerUpdate(Strict):
         email: Email | None = None
         name: Name | None = None
@@ -59,6 +49,9 @@ def _models() -> dict[str, Any]:
         invoice_prefix: Prefix | None = None
         metadata: Any = None
         expand: Expand = None
+
+    class CustomerCreate(CustomerUpdate):
+        test_clock: ObjectId | None = None  # only at creation, as at Stripe
 
     class CustomerList(ListParams):
         email: Email | None = None

@@ -164,17 +164,15 @@ def _chunks(parsed: Parsed, watch: alert_counters.Watch) -> list[tuple[list[str]
     ops: list[Op] = []
     keys: set = set()
     for record_id, record_ops in parsed:
-        new = {k for op in record_ops for k in op.what.keys if k not in keys}
+        record_keys = {k for op in record_ops for k in op.what.keys}
         if watch.by_meter or watch.by_customer:
-            new |= set(watch.counter_keys(op.what for op in record_ops)) - keys
-        if ids and len(keys) + len(new) > limit:
+            record_keys.update(watch.counter_keys(op.what for op in record_ops))
+        if ids and len(keys) + len(record_keys - keys) > limit:
             chunks.append((ids, ops))
             ids, ops, keys = [], [], set()
-            new = {k for op in record_ops for k in op.what.keys}
-            new |= set(watch.counter_keys(op.what for op in record_ops))
         ids.append(record_id)
         ops.extend(record_ops)
-        keys |= new
+        keys |= record_keys
     if ids:
         chunks.append((ids, ops))
     return chunks
